@@ -1,0 +1,158 @@
+"""The Python API behind the CLI: train a spec into a run folder, evaluate it, embed with it.
+
+    from mmfuse.api import train
+    result = train(load_spec("specs/goodreads.yaml"), out="runs/gr")
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+import mmfuse
+from mmfuse.build import Built, build, count_parameters
+from mmfuse.errors import DataError, MmfuseError
+from mmfuse.evaluate import evaluate_embeddings
+from mmfuse.model import Batch
+from mmfuse.plugin_api import Callback
+from mmfuse.plugins import Plugins, get_plugins
+from mmfuse.run import RunDir
+from mmfuse.spec import Spec
+from mmfuse.training import Trainer, embed_all
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    run: RunDir
+    built: Built
+    trainer: Trainer
+    evaluation: dict[str, Any] | None
+
+
+def default_run_dir(spec: Spec) -> Path:
+    return Path("runs") / spec.name / datetime.now().strftime("%Y%m%d-%H%M%S")
+
+
+def _manifest(built: Built, trainer: Trainer, started: float, status: str) -> dict[str, Any]:
+    spec, data = built.spec, built.data
+    return {
+        "name": spec.name,
+        "status": status,
+        "spec_digest": spec.digest(),
+        "seed": spec.seed,
+        "device": str(built.device),
+        "versions": {"mmfuse": mmfuse.__version__, "torch": torch.__version__,
+                     "numpy": np.__version__, "python": platform.python_version()},
+        "dataset": data.dataset_message,
+        "data": {"entities": data.sizes, "views": data.shapes(), "readers": data.info},
+        "model": {"preset": built.plan.preset, "parameters": count_parameters(built.model),
+                  "terms": built.plan.terms},
+        "training": {
+            "epochs_run": trainer.epoch, "converged": trainer.converged,
+            "final_loss": trainer.history[-1]["loss"] if trainer.history else None,
+            "seconds_total": round(time.time() - started, 2),
+            "seconds_per_epoch": [h["seconds"] for h in trainer.history],
+            "steps_per_epoch": built.batcher.steps_per_epoch(),
+        },
+        "written": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def train(spec: Spec, out: Path | str | None = None, *, resume: bool = False,
+          callbacks: Sequence[Callback] = (), plugins: Plugins | None = None,
+          device: str | None = None, evaluate: bool = True) -> TrainResult:
+    """Train ``spec``; write the run folder (checkpoint every epoch); embed every entity;
+    evaluate when the spec says how.  ``resume`` continues from ``out``'s checkpoint."""
+    plugins = plugins or get_plugins()
+    run = RunDir(Path(out) if out else default_run_dir(spec))
+    if resume and not run.checkpoint_file.is_file():
+        raise MmfuseError(f"nothing to resume: no checkpoint in {run.root}")
+    if not resume and run.checkpoint_file.exists():
+        raise MmfuseError(f"{run.root} already holds a run; add --resume to continue it, "
+                          "or choose another --out")
+    built = build(spec, plugins, device)
+    observers = [plugins.callbacks.get(name)() for name in spec.train.callbacks]
+    trainer = Trainer(built, run, [*observers, *callbacks])
+    if resume:
+        trainer.resume()
+    started = time.time()
+    run.write_spec(spec)
+    run.write_manifest(_manifest(built, trainer, started, "training"))
+    trainer.fit()
+    for entity in spec.entities:
+        run.write_embeddings(entity, embed_all(built, entity), built.data.ids[entity])
+    evaluation = None
+    if evaluate and spec.evaluate is not None:
+        evaluation = evaluate_run(run, spec)
+    run.write_manifest(_manifest(built, trainer, started, "done"))
+    return TrainResult(run, built, trainer, evaluation)
+
+
+def evaluate_run(run: RunDir, spec: Spec | None = None) -> dict[str, Any]:
+    """Probe the run's embeddings on the spec's targets; writes ``evaluation.json``."""
+    spec = spec or run.read_spec()
+    entities = {t.entity for t in spec.evaluate.targets.values()} if spec.evaluate else set()
+    result = evaluate_embeddings(spec, {e: run.read_embeddings(e)[0] for e in entities})
+    run.write_evaluation(result)
+    return result
+
+
+def load_trained(run: RunDir, plugins: Plugins | None = None) -> Built:
+    """Rebuild a run's model from its resolved spec and load its checkpoint (on the CPU)."""
+    spec = run.read_spec()
+    built = build(spec, plugins or get_plugins(), device="cpu")
+    state = run.load_checkpoint("cpu")
+    built.model.load_state_dict(state["model"])
+    built.model.eval()
+    return built
+
+
+@torch.no_grad()
+def embed_new(built: Built, entity: str, arrays: Mapping[str, np.ndarray]) -> np.ndarray:
+    """Embed new instances of ``entity`` through the trained encoders.
+
+    ``arrays`` maps each view that gives ``entity`` a code to the new instances' data in that
+    view's input space: rows (n × n_cols) where the entity is the row entity, columns
+    (n × n_rows) where it is the column entity, tensors (n × *shape) for tensor views.
+    """
+    plan = built.plan
+    if plan.preset == "cmf":
+        raise DataError("preset cmf learns free embeddings: it cannot embed new instances")
+    keys = plan.codes[entity]
+    needed = {view for view, _ in keys}
+    missing, extra = needed - set(arrays), set(arrays) - needed
+    if missing or extra:
+        raise DataError(f"entity {entity!r} needs data for views {sorted(needed)}"
+                        + (f"; missing {sorted(missing)}" if missing else "")
+                        + (f"; not used: {sorted(extra)}" if extra else ""))
+    n = {len(a) for a in arrays.values()}
+    if len(n) != 1:
+        raise DataError(f"the --data arrays have different numbers of instances: {sorted(n)}")
+    count = n.pop()
+    batch = Batch(idx={entity: torch.arange(count)})
+    for key in keys:
+        view, role = key
+        if role == "col" and plan.column_mode[view] in ("embedding", "sketch"):
+            raise DataError(f"view {view!r} has `columns: {plan.column_mode[view]}`: new "
+                            "columns cannot be encoded")
+        array = np.asarray(arrays[view])
+        want = plan.in_shapes[key]
+        if tuple(array.shape[1:]) != want:
+            raise DataError(f"view {view!r}: data has shape {list(array.shape)}; expected "
+                            f"[n, {', '.join(map(str, want))}]")
+        values = array if array.dtype == np.uint8 else np.nan_to_num(array.astype(np.float32))
+        t = torch.from_numpy(np.ascontiguousarray(values))
+        batch.sides[key] = t.float().div_(255.0) if t.dtype == torch.uint8 else t
+    zs, _ = built.model.encode(batch)
+    return zs[entity].float().numpy()

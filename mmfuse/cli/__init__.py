@@ -1,0 +1,103 @@
+"""The ``mmfuse`` command line (Typer).  One module per command group; no training logic here.
+
+Exit codes: 0 ok, 1 failure, 2 usage, 3 spec error, 4 plugin error, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Annotated
+
+import typer
+from rich.logging import RichHandler
+from typer.core import TyperGroup
+
+from mmfuse import __version__
+from mmfuse.cli import data, inspect, results, train
+from mmfuse.cli.render import err_console
+from mmfuse.errors import MmfuseError, SpecError
+
+
+class ErrorHandlingGroup(TyperGroup):
+    """Turns project errors into a red message and a documented exit code (no traceback
+    unless ``--debug``)."""
+
+    def invoke(self, ctx: typer.Context):
+        debug = bool(ctx.params.get("debug")) or os.environ.get("MMFUSE_DEBUG") == "1"
+        try:
+            return super().invoke(ctx)
+        except (typer.Exit, typer.Abort, typer.TyperException):  # usage errors, --help, ...
+            raise
+        except SpecError as exc:
+            if debug:
+                raise
+            for issue in exc.issues:
+                err_console.print(str(issue), style="red", markup=False, highlight=False)
+            n = len(exc.issues)
+            err_console.print(f"{n} problem{'s' * (n != 1)} in the spec", style="bold red")
+            raise typer.Exit(exc.exit_code) from None
+        except MmfuseError as exc:
+            if debug:
+                raise
+            err_console.print(f"error: {exc}", style="red", markup=False, highlight=False)
+            raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            err_console.print("interrupted", style="yellow")
+            raise typer.Exit(130) from None
+        except Exception as exc:
+            if debug:
+                raise
+            err_console.print(f"internal error: {type(exc).__name__}: {exc}\n"
+                              "(run again with --debug for the traceback)", style="red",
+                              markup=False, highlight=False)
+            raise typer.Exit(1) from None
+
+
+app = typer.Typer(
+    cls=ErrorHandlingGroup,
+    name="mmfuse",
+    help="Learn entity representations jointly from any collection of matrices and tensors.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"mmfuse {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress details.")] = False,
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version.")] = False,
+) -> None:
+    level = logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING
+    logging.basicConfig(level=level, format="%(message)s", force=True,
+                        handlers=[RichHandler(console=err_console, show_path=False)])
+
+
+train.register(app)
+inspect.register(app)
+results.register(app)
+app.add_typer(data.app, name="data")
+
+
+def _plugin_commands() -> None:
+    """Commands that plugins add through ``mmfuse_register_commands``."""
+    from mmfuse.plugins import get_plugins
+
+    try:
+        get_plugins().manager.hook.mmfuse_register_commands(app=app)
+    except MmfuseError as exc:  # a broken plugin must not break `mmfuse --help`
+        err_console.print(f"warning: {exc}", style="yellow")
+
+
+def main() -> None:
+    _plugin_commands()
+    app()

@@ -1,0 +1,62 @@
+"""``mmfuse validate``, ``mmfuse graph``, ``mmfuse plugins``: look before training."""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from mmfuse.build import build, describe_model
+from mmfuse.cli.options import SetOpt, SpecArg
+from mmfuse.cli.render import console
+from mmfuse.graph import build_graph, render_dot, render_text
+from mmfuse.plugins import KINDS, get_plugins
+from mmfuse.spec import load_spec
+
+
+class GraphFormat(str, Enum):
+    text = "text"
+    dot = "dot"
+
+
+def validate_command(spec_path: SpecArg, set_: SetOpt = None) -> None:
+    """Check the spec and its data; print the graph and the resolved model without training."""
+    spec = load_spec(spec_path, set_ or [])
+    built = build(spec, get_plugins(), device="cpu")
+    if built.data.dataset_message:
+        console.print(built.data.dataset_message, highlight=False)
+    console.print(render_text(built.graph, spec), highlight=False)
+    console.print("data: " + ", ".join(f"{v} {list(s)}" for v, s in built.data.shapes().items()),
+                  highlight=False)
+    console.print(describe_model(built), highlight=False)
+    console.print(f"[green]{spec_path}: spec and data OK[/green]")
+
+
+def graph_command(
+    spec_path: SpecArg,
+    format: Annotated[GraphFormat, typer.Option("--format", "-f")] = GraphFormat.text,
+    set_: SetOpt = None,
+) -> None:
+    """Print the graph of entities and views (text, or Graphviz dot)."""
+    spec = load_spec(spec_path, set_ or [])
+    graph = build_graph(spec, get_plugins())
+    text = render_dot(graph) if format is GraphFormat.dot else render_text(graph, spec)
+    typer.echo(text)
+
+
+def plugins_command() -> None:
+    """List every registered encoder, reader, dataset, likelihood and callback, with its plugin."""
+    plugins = get_plugins()
+    table = Table("kind", "name", "plugin")
+    for kind in KINDS:
+        for entry in plugins.registry(kind).entries.values():
+            table.add_row(kind[:-1], entry.name, entry.plugin)
+    console.print(table)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("validate")(validate_command)
+    app.command("graph")(graph_command)
+    app.command("plugins")(plugins_command)

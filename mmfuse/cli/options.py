@@ -1,0 +1,14 @@
+"""Options shared by several commands."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+SpecArg = Annotated[Path, typer.Argument(help="Spec file (YAML).", exists=True, dir_okay=False)]
+RunArg = Annotated[Path, typer.Argument(help="A run folder written by `mmfuse train`.",
+                                        exists=True, file_okay=False)]
+SetOpt = Annotated[list[str] | None, typer.Option(
+    "--set", help="Override a spec field: --set train.epochs=5 (repeatable).")]

@@ -1,0 +1,247 @@
+"""Loading every view through its reader, and checking it against the spec.
+
+Arrays stay in their stored dtype (uint8 images, memory-mapped ``.npy``) until a batch is
+taken; only the rows or columns of a batch are ever read.  Every view is checked against its
+entities' sizes, its declared shape, and the entities' ids (a reader that knows its row ids
+must list them in the entity's order: views can never be silently misaligned).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from mmfuse.errors import SpecError, SpecIssue
+from mmfuse.plugin_api import ReadContext, ViewArray
+from mmfuse.plugins import Plugins
+from mmfuse.spec import Spec
+
+log = logging.getLogger(__name__)
+
+CHUNK = 4096  # rows per chunk when scanning a whole array
+
+
+def _as_float(block: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """float32 values with missing (NaN) cells set to 0, and the observed mask (None: all)."""
+    values = np.asarray(block, dtype=np.float32)
+    missing = np.isnan(values)
+    if not missing.any():
+        return values, None
+    values = np.where(missing, 0.0, values).astype(np.float32)
+    return values, ~missing
+
+
+class MatrixData:
+    """A matrix view: ``rows(idx)`` → ``X[idx, :]``, ``cols(idx)`` → ``X[:, idx]ᵀ``."""
+
+    def __init__(self, array: np.ndarray | sp.sparray | sp.spmatrix, mask: np.ndarray | None):
+        self.sparse = sp.issparse(array)
+        if self.sparse:
+            self._csr = sp.csr_array(array, dtype=np.float32)
+            self._csc = sp.csc_array(self._csr)
+            self._pattern_csr = sp.csr_array(
+                (np.ones_like(self._csr.data, dtype=bool), self._csr.indices, self._csr.indptr),
+                shape=self._csr.shape,
+            )
+            self._pattern_csc = sp.csc_array(self._pattern_csr)
+        else:
+            self._dense = array
+            self._mask = mask
+        self.shape: tuple[int, int] = tuple(array.shape)  # type: ignore[assignment]
+
+    def _take(self, axis: int, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        if self.sparse:
+            values = (self._csr[idx] if axis == 0 else self._csc[:, idx].T).toarray()
+            pattern = (self._pattern_csr[idx] if axis == 0 else self._pattern_csc[:, idx].T)
+            return values.astype(np.float32), pattern.toarray()
+        order = np.argsort(idx, kind="stable")  # memory maps read sorted indices fastest
+        inverse = np.empty_like(order)
+        inverse[order] = np.arange(len(idx))
+        sorted_idx = idx[order]
+        block = self._dense[sorted_idx] if axis == 0 else self._dense[:, sorted_idx].T
+        block = np.asarray(block)[inverse]
+        values, mask = _as_float(block)
+        if self._mask is not None:
+            given = self._mask[sorted_idx] if axis == 0 else self._mask[:, sorted_idx].T
+            given = np.asarray(given, dtype=bool)[inverse]
+            mask = given if mask is None else (mask & given)
+            values = np.where(given, values, 0.0).astype(np.float32)
+        return values, mask
+
+    def rows(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        return self._take(0, idx)
+
+    def cols(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        return self._take(1, idx)
+
+    def sketch(self, width: int, seed: int) -> np.ndarray:
+        """``Xᵀ R`` for a fixed Gaussian ``R`` (n_r × width / √width), in one streaming pass."""
+        rng = np.random.default_rng(seed)
+        n_r, n_c = self.shape
+        out = np.zeros((n_c, width), dtype=np.float64)
+        for start in range(0, n_r, CHUNK):
+            stop = min(start + CHUNK, n_r)
+            r = rng.standard_normal((stop - start, width)) / np.sqrt(width)
+            values, _ = self.rows(np.arange(start, stop))
+            out += values.T.astype(np.float64) @ r
+        return out.astype(np.float32)
+
+    def has_nan(self) -> bool:
+        if self.sparse:
+            return bool(np.isnan(self._csr.data).any())
+        if not np.issubdtype(self._dense.dtype, np.floating):
+            return False
+        return any(
+            np.isnan(self._dense[s : s + CHUNK]).any() for s in range(0, self.shape[0], CHUNK)
+        )
+
+
+class TensorData:
+    """A tensor view: ``take(idx)`` → ``T[idx]`` in its stored dtype."""
+
+    def __init__(self, array: np.ndarray):
+        self._array = array
+        self.shape: tuple[int, ...] = tuple(array.shape)
+        self.dtype = array.dtype
+
+    def take(self, idx: np.ndarray) -> np.ndarray:
+        order = np.argsort(idx, kind="stable")
+        inverse = np.empty_like(order)
+        inverse[order] = np.arange(len(idx))
+        return np.asarray(self._array[idx[order]])[inverse]
+
+
+@dataclass
+class Data:
+    """Every view of a spec, loaded and checked, with each entity's size and ids."""
+
+    sizes: dict[str, int]
+    ids: dict[str, list[str]]
+    views: dict[str, MatrixData | TensorData]
+    info: dict[str, dict[str, Any]] = field(default_factory=dict)
+    dataset_message: str | None = None
+
+    def shapes(self) -> dict[str, list[int]]:
+        return {name: list(v.shape) for name, v in self.views.items()}
+
+
+def _read_ids(path: Path) -> list[str]:
+    with path.open(encoding="utf-8") as fh:
+        return [line.rstrip("\r\n") for line in fh if line.strip()]
+
+
+def _first_difference(a: list[str], b: list[str]) -> str:
+    for i, (x, y) in enumerate(zip(a, b, strict=False)):
+        if x != y:
+            return f"position {i}: {x!r} where the entity has {y!r}"
+    return f"lengths {len(a)} and {len(b)}"
+
+
+def prepare_dataset(spec: Spec, plugins: Plugins) -> str | None:
+    """Let the spec's dataset plugin prepare its folder; return what it says about the data."""
+    if spec.dataset is None:
+        return None
+    dataset = plugins.datasets.get(spec.dataset.name)
+    try:
+        return dataset.ensure(spec.dataset.root, dict(spec.dataset.params))
+    except (ValueError, OSError) as exc:
+        raise SpecError([spec.issue(("dataset",), str(exc))]) from None
+
+
+def load_data(spec: Spec, plugins: Plugins) -> Data:
+    """Read every view and check it; raise :class:`SpecError` listing every problem."""
+    message = prepare_dataset(spec, plugins)
+    issues: list[SpecIssue] = []
+    sizes: dict[str, int] = {}
+    ids: dict[str, list[str]] = {}
+    for ename, ent in spec.entities.items():
+        if ent.ids is None:
+            sizes[ename] = ent.size  # type: ignore[assignment]
+            continue
+        if not ent.ids.is_file():
+            issues.append(spec.issue(("entities", ename, "ids"), f"file not found: {ent.ids}"))
+            continue
+        ids[ename] = _read_ids(ent.ids)
+        if len(set(ids[ename])) != len(ids[ename]):
+            issues.append(spec.issue(("entities", ename, "ids"), "ids are not unique"))
+        if ent.size is not None and ent.size != len(ids[ename]):
+            msg = f"size {ent.size} but the ids file lists {len(ids[ename])} ids"
+            issues.append(spec.issue(("entities", ename, "size"), msg))
+        sizes[ename] = len(ids[ename])
+
+    views: dict[str, MatrixData | TensorData] = {}
+    info: dict[str, dict[str, Any]] = {}
+    for vname, v in spec.views.items():
+        loc = ("views", vname)
+        src = v.source
+        if src.path is not None and not src.path.exists():
+            issues.append(spec.issue((*loc, "source", "path"), f"file not found: {src.path}"))
+            continue
+        ctx = ReadContext(
+            view=vname,
+            row_ids=ids.get(v.rows),
+            col_ids=ids.get(v.cols) if v.cols else None,
+            spec_dir=Path(spec._source.file).resolve().parent if spec._source else Path.cwd(),
+        )
+        try:
+            read = plugins.readers.get(src.reader)(src.path, dict(src.params), ctx)
+        except (ValueError, OSError, KeyError) as exc:
+            issues.append(spec.issue((*loc, "source"), f"reader {src.reader!r}: {exc}"))
+            continue
+        if not isinstance(read, ViewArray):
+            read = ViewArray(data=read)
+        issues += _check_view(spec, vname, read, sizes, ids)
+        info[vname] = dict(read.info)
+        if v.is_tensor:
+            views[vname] = TensorData(read.data)
+        else:
+            views[vname] = MatrixData(read.data, read.mask)
+            if v.missing == "forbid" and views[vname].has_nan():
+                issues.append(spec.issue((*loc, "missing"), "the data has NaN cells"))
+    if issues:
+        raise SpecError(issues)
+    for ename, n in sizes.items():
+        ids.setdefault(ename, [str(i) for i in range(n)])
+    return Data(sizes=sizes, ids=ids, views=views, info=info, dataset_message=message)
+
+
+def _check_view(spec, vname, read: ViewArray, sizes, ids) -> list[SpecIssue]:
+    v = spec.views[vname]
+    loc = ("views", vname)
+    shape = tuple(read.data.shape)
+    issues: list[SpecIssue] = []
+
+    def check_axis(axis: int, ename: str, role: str, given_ids: list[str] | None):
+        n = shape[axis]
+        if ename not in sizes:
+            sizes[ename] = n
+        elif sizes[ename] != n:
+            msg = f"{n} {role}s but entity {ename!r} has {sizes[ename]} instances"
+            issues.append(spec.issue((*loc, role + "s"), msg))
+            return
+        if given_ids is not None and ename in ids and list(given_ids) != ids[ename]:
+            where = _first_difference(list(given_ids), ids[ename])
+            msg = f"{role}s are not in the order of entity {ename!r} ids (first difference at {where})"
+            issues.append(spec.issue((*loc, "source"), msg))
+
+    if v.is_tensor:
+        want = tuple(v.tensor.shape)
+        if shape[1:] != want:
+            msg = f"data has shape {list(shape)}; expected [n, {', '.join(map(str, want))}]"
+            issues.append(spec.issue((*loc, "tensor", "shape"), msg))
+            return issues
+        check_axis(0, v.rows, "row", read.row_ids)
+    else:
+        if len(shape) != 2:
+            msg = f"a matrix view needs 2-D data; got shape {list(shape)} (declare `tensor:`?)"
+            return [spec.issue((*loc, "source"), msg)]
+        check_axis(0, v.rows, "row", read.row_ids)
+        check_axis(1, v.cols, "col", read.col_ids)
+        if read.mask is not None and tuple(read.mask.shape) != shape:
+            issues.append(spec.issue((*loc, "source"), "mask shape differs from data shape"))
+    return issues

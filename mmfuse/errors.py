@@ -1,0 +1,53 @@
+"""Project errors and the exit codes the CLI maps them to."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class MmfuseError(Exception):
+    """Base class of every error mmfuse reports to a user (no traceback unless --debug)."""
+
+    exit_code = 1
+
+
+@dataclass(frozen=True)
+class SpecIssue:
+    """One problem in a spec: where it is (file, line, dotted field path) and what is wrong."""
+
+    loc: tuple[str | int, ...]
+    message: str
+    file: str | None = None
+    line: int | None = None
+
+    @property
+    def field(self) -> str:
+        return ".".join(str(p) for p in self.loc) or "<spec>"
+
+    def __str__(self) -> str:
+        where = self.file or "<spec>"
+        if self.line is not None:
+            where = f"{where}:{self.line}"
+        return f"{where} {self.field}: {self.message}"
+
+
+class SpecError(MmfuseError):
+    """The spec or the data it points at is wrong; carries every issue found at once."""
+
+    exit_code = 3
+
+    def __init__(self, issues: list[SpecIssue]):
+        self.issues = issues
+        super().__init__("\n".join(str(i) for i in issues))
+
+
+class PluginError(MmfuseError):
+    """A plugin is broken, or a plugin name is unknown or registered twice."""
+
+    exit_code = 4
+
+
+class DataError(MmfuseError):
+    """Data could not be read or prepared (outside a spec: e.g. `mmfuse embed --data`)."""
+
+    exit_code = 1

@@ -1,0 +1,133 @@
+"""What a plugin's registered objects look like: the types hooks receive and return.
+
+Built-in plugins in ``plugins/`` implement exactly these; a third-party plugin does the same.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import scipy.sparse
+    import torch
+
+    from mmfuse.spec import ViewSpec
+
+
+@dataclass(frozen=True)
+class ViewSide:
+    """One side of one view, as seen by an encoder: what ``mmfuse_default_encoder`` receives.
+
+    ``side`` is ``"row"`` (a matrix row: one instance of the row entity), ``"col"`` (a matrix
+    column), ``"tensor"`` (the tensor of one row instance) or ``"entity"`` (the concatenation
+    of all matrix sides of an entity, preset ``dcmf``).  ``in_shape`` excludes the batch axis.
+    """
+
+    view: str
+    side: str
+    in_shape: tuple[int, ...]
+    spec: ViewSpec | None = None
+
+
+@dataclass
+class ViewArray:
+    """What a reader returns.
+
+    ``data`` is a dense array (memory-mapped where possible, any dtype; NaN cells of a float
+    array are missing) or a ``scipy.sparse`` matrix (cells not stored are missing).
+    ``mask`` (bool, True = observed, same shape as a dense ``data``) is optional.
+    ``row_ids`` / ``col_ids``, when the source knows them, are checked against the ids of the
+    view's entities, so that views can never be silently misaligned.
+    ``info`` is recorded in the run manifest (featurizer parameters, cache file, ...).
+    """
+
+    data: np.ndarray | scipy.sparse.spmatrix | scipy.sparse.sparray
+    mask: np.ndarray | None = None
+    row_ids: list[str] | None = None
+    col_ids: list[str] | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ReadContext:
+    """What a reader may need besides its path and params."""
+
+    view: str
+    row_ids: list[str] | None
+    col_ids: list[str] | None
+    spec_dir: Path
+
+
+#: ``reader(path, params, context) -> ViewArray``; raise ``ValueError``/``OSError`` with a
+#: clear message on bad input: mmfuse reports it at the view's ``source`` field.
+Reader = Callable[[Path | None, Mapping[str, Any], ReadContext], ViewArray]
+
+
+@runtime_checkable
+class Autoencoder(Protocol):
+    """What an encoder factory returns: an ``nn.Module`` with these two methods.
+
+    ``encode(x)``: ``(b, *in_shape)`` float → ``(b, code_dim)``.
+    ``decode(h)``: ``(b, code_dim)`` → ``(b, *in_shape)`` in the likelihood's natural
+    parameter (pre-link: the likelihood applies its own link).
+    """
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor: ...
+
+    def decode(self, h: torch.Tensor) -> torch.Tensor: ...
+
+
+#: ``factory(in_shape, code_dim, **params) -> Autoencoder``; raise ``ValueError`` for an
+#: input shape or params it cannot handle.
+EncoderFactory = Callable[..., Autoencoder]
+
+
+@runtime_checkable
+class Likelihood(Protocol):
+    """Per-view loss on observed cells and the link from natural parameter to data scale."""
+
+    def loss(
+        self, pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None
+    ) -> torch.Tensor:
+        """Mean negative log-likelihood over observed cells (``mask`` True); a scalar."""
+        ...
+
+    def link(self, pred: torch.Tensor) -> torch.Tensor:
+        """Map a prediction to the data scale (identity, sigmoid, exp, ...)."""
+        ...
+
+
+@runtime_checkable
+class Dataset(Protocol):
+    """A dataset that prepares a folder of files that specs point at."""
+
+    def ensure(self, root: Path, params: Mapping[str, Any]) -> str:
+        """Make sure ``root`` holds the prepared files (preparing them if needed) and return
+        one line that tells the user which data this is (real, or a synthetic substitute)."""
+        ...
+
+
+class Callback:
+    """Training-loop observer: subclass it and override what you need.  ``trainer`` is a
+    :class:`mmfuse.training.Trainer`; ``terms``/``metrics`` map loss term names (``loss``,
+    ``view.row``, ``view.factor``, ...) to the step's value / the epoch's mean."""
+
+    def on_train_start(self, trainer: Any) -> None:
+        pass
+
+    def on_epoch_start(self, trainer: Any, epoch: int, steps: int) -> None:
+        pass
+
+    def on_step_end(self, trainer: Any, step: int, terms: Mapping[str, float]) -> None:
+        pass
+
+    def on_epoch_end(self, trainer: Any, epoch: int, metrics: Mapping[str, float]) -> None:
+        pass
+
+    def on_train_end(self, trainer: Any) -> None:
+        pass

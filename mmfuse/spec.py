@@ -1,0 +1,394 @@
+"""The spec file: pydantic models, YAML loading with line numbers, and ``--set`` overrides.
+
+Every problem is reported at once as ``FILE:LINE FIELD.PATH: message`` (see
+:class:`mmfuse.errors.SpecIssue`).  Paths in a spec are relative to the spec file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    ValidationInfo,
+    model_validator,
+)
+
+from mmfuse.errors import SpecError, SpecIssue
+
+Loc = tuple[str | int, ...]
+
+
+def _resolve_path(value: Path, info: ValidationInfo) -> Path:
+    base = (info.context or {}).get("base_dir")
+    if value.is_absolute() or base is None:
+        return value
+    return (Path(base) / value).resolve()
+
+
+#: A path in a spec: relative paths are taken relative to the spec file's folder.
+SpecPath = Annotated[Path, AfterValidator(_resolve_path)]
+Params = Annotated[dict[str, Any], Field(default_factory=dict)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class EntitySpec(_Model):
+    """A kind of thing; its instances are the rows of its views."""
+
+    ids: SpecPath | None = Field(None, description="text file, one instance id per line")
+    size: int | None = Field(None, gt=0, description="number of instances (when no ids file)")
+
+    @model_validator(mode="after")
+    def _one_of(self) -> EntitySpec:
+        if self.ids is None and self.size is None:
+            raise ValueError("give `ids` (a file of instance ids) or `size`")
+        return self
+
+
+class TensorSpec(_Model):
+    shape: list[Annotated[int, Field(gt=0)]] = Field(
+        ..., min_length=1, description="trailing shape of one instance, e.g. [3, 64, 64]"
+    )
+
+
+class SourceSpec(_Model):
+    reader: str = Field(..., description="a registered reader (`mmfuse plugins`)")
+    path: SpecPath | None = Field(None, description="input file or folder")
+    params: Params
+
+
+class EncoderSpec(_Model):
+    type: str = Field("auto", description="a registered encoder, or auto (plugins choose)")
+    params: Params
+
+
+class ViewSpec(_Model):
+    """One block of data: a matrix (rows × cols entities) or a tensor on the rows entity."""
+
+    rows: str = Field(..., description="row entity")
+    cols: str | None = Field(None, description="column entity (matrix views)")
+    tensor: TensorSpec | None = Field(None, description="trailing shape (tensor views)")
+    source: SourceSpec
+    encoder: EncoderSpec = Field(default_factory=EncoderSpec, description="rows / tensor side")
+    col_encoder: EncoderSpec = Field(default_factory=EncoderSpec, description="column side")
+    likelihood: str = Field("gaussian", description="a registered likelihood")
+    columns: Literal["autoencoder", "sketch", "embedding", "none"] = Field(
+        "autoencoder", description="how column factors are made (matrix views)"
+    )
+    sketch_dim: int = Field(256, gt=0, description="width of the random sketch (columns: sketch)")
+    weight: float = Field(1.0, ge=0, description="weight of this view's loss terms")
+    missing: Literal["nan", "forbid"] = Field(
+        "nan", description="nan: NaN cells are missing; forbid: NaN is an error"
+    )
+    decode_from: Literal["code", "fused"] | None = Field(
+        None, description="tensor views: decode from own code (MMEDA-II) or fused z (MMEDA-I)"
+    )
+
+    @model_validator(mode="after")
+    def _matrix_or_tensor(self) -> ViewSpec:
+        if (self.cols is None) == (self.tensor is None):
+            raise ValueError("a view has either `cols` (a matrix view) or `tensor` (a tensor view)")
+        return self
+
+    @property
+    def is_tensor(self) -> bool:
+        return self.tensor is not None
+
+
+class TermsSpec(_Model):
+    """Switch loss terms on or off; None keeps the preset's choice."""
+
+    row: bool | None = Field(None, description="row autoencoder reconstruction X'")
+    col: bool | None = Field(None, description="column autoencoder reconstruction X2'")
+    factor: bool | None = Field(None, description="factor reconstruction link(z_r · z_cᵀ)")
+    tensor: bool | None = Field(None, description="tensor autoencoder reconstruction T'")
+
+
+class ModelSpec(_Model):
+    preset: Literal["mmeda2", "mmeda1", "dcmf", "cmf"] = Field("mmeda2")
+    dim: int = Field(50, gt=0, description="width d of every entity representation")
+    code_dim: int | None = Field(None, gt=0, description="width of each view code (default d)")
+    fusion_hidden: list[Annotated[int, Field(gt=0)]] = Field(
+        default_factory=list, description="hidden widths of the fusion MLP"
+    )
+    entity_encoder: EncoderSpec = Field(
+        default_factory=lambda: EncoderSpec(type="dense", params={"hidden": [128]}),
+        description="preset dcmf: the per-entity autoencoder",
+    )
+    terms: TermsSpec = Field(default_factory=TermsSpec)
+
+
+class OptimizerSpec(_Model):
+    type: Literal["adam", "adamw", "sgd"] = "adam"
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    momentum: float = Field(0.0, ge=0)
+
+
+class TrainSpec(_Model):
+    epochs: int = Field(50, ge=1)
+    batch_size: int = Field(50, ge=1)
+    entity_batch: dict[str, Annotated[int, Field(ge=1)]] = Field(
+        default_factory=dict, description="per-entity batch sizes overriding batch_size"
+    )
+    primary: str | None = Field(None, description="entity an epoch runs over (default: largest)")
+    optimizer: OptimizerSpec = Field(default_factory=OptimizerSpec)
+    tol: float = Field(1e-4, ge=0, description="relative loss change counted as converged")
+    patience: int = Field(3, ge=1, description="epochs under tol before stopping")
+    device: str = Field("auto", pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$")
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    compile: bool = False
+    callbacks: list[str] = Field(default_factory=list)
+
+
+class SplitSpec(_Model):
+    test_fraction: float = Field(0.2, gt=0, lt=1)
+    seed: int = 0
+    method: Literal["random", "stratified", "position"] = "random"
+
+
+PROBE_TASKS = {
+    "random_forest": {"classification", "regression"},
+    "logistic": {"classification"},
+    "linear": {"regression"},
+    "ridge": {"regression"},
+}
+
+
+class TargetSpec(_Model):
+    entity: str
+    path: SpecPath = Field(..., description=".npy or text file, one value per instance")
+    task: Literal["classification", "regression"]
+    probe: Literal["random_forest", "logistic", "linear", "ridge"]
+    params: Params
+
+    @model_validator(mode="after")
+    def _probe_fits_task(self) -> TargetSpec:
+        if self.task not in PROBE_TASKS[self.probe]:
+            raise ValueError(f"probe {self.probe!r} does not do {self.task}")
+        return self
+
+
+class EvaluateSpec(_Model):
+    split: SplitSpec = Field(default_factory=SplitSpec)
+    targets: dict[str, TargetSpec] = Field(..., min_length=1)
+
+
+class DatasetSpec(_Model):
+    name: str = Field(..., description="a registered dataset (`mmfuse plugins`)")
+    root: SpecPath
+    params: Params
+
+
+Name = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_-]*$")]
+
+
+class Spec(_Model):
+    name: str
+    seed: int = 0
+    dataset: DatasetSpec | None = None
+    entities: dict[Name, EntitySpec] = Field(..., min_length=1)
+    views: dict[Name, ViewSpec] = Field(..., min_length=1)
+    model: ModelSpec = Field(default_factory=ModelSpec)
+    train: TrainSpec = Field(default_factory=TrainSpec)
+    evaluate: EvaluateSpec | None = None
+
+    _source: SpecSource | None = PrivateAttr(default=None)
+
+    def issue(self, loc: Loc, message: str) -> SpecIssue:
+        """A :class:`SpecIssue` at ``loc``, with the file and line it came from."""
+        return (self._source or SpecSource("<spec>")).issue(loc, message)
+
+    def dump(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def digest(self) -> str:
+        """Hash of the whole resolved spec."""
+        return _hash(self.dump())
+
+    def digest_model(self) -> str:
+        """Hash of what a checkpoint depends on (not epochs, stopping rule, device, evaluation)."""
+        d = self.dump()
+        d.pop("evaluate", None)
+        for key in ("epochs", "tol", "patience", "device", "precision", "compile", "callbacks"):
+            d["train"].pop(key, None)
+        return _hash(d)
+
+
+def _hash(data: Any) -> str:
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+@dataclass
+class SpecSource:
+    """Where each field of a spec came from: file lines, or a ``--set`` override."""
+
+    file: str
+    lines: dict[Loc, int] = field(default_factory=dict)
+    overrides: set[Loc] = field(default_factory=set)
+
+    def issue(self, loc: Loc, message: str) -> SpecIssue:
+        for n in range(len(loc), -1, -1):
+            if loc[:n] in self.overrides:
+                return SpecIssue(loc, message, file="--set")
+            if loc[:n] in self.lines:
+                return SpecIssue(loc, message, file=self.file, line=self.lines[loc[:n]])
+        return SpecIssue(loc, message, file=self.file)
+
+
+# --------------------------------------------------------------------------- YAML → dict
+
+
+def _construct(node: yaml.Node, loc: Loc, src: SpecSource, issues: list[SpecIssue]) -> Any:
+    if isinstance(node, yaml.MappingNode):
+        out: dict[Any, Any] = {}
+        for key_node, value_node in node.value:
+            key = yaml.SafeLoader.construct_scalar(_LOADER, key_node)  # keys are plain scalars
+            src.lines[(*loc, key)] = key_node.start_mark.line + 1
+            if key in out:
+                issues.append(src.issue((*loc, key), "duplicate key"))
+            out[key] = _construct(value_node, (*loc, key), src, issues)
+        return out
+    if isinstance(node, yaml.SequenceNode):
+        items = []
+        for i, item in enumerate(node.value):
+            src.lines[(*loc, i)] = item.start_mark.line + 1
+            items.append(_construct(item, (*loc, i), src, issues))
+        return items
+    return _LOADER.construct_object(node, deep=True)
+
+
+_LOADER = yaml.SafeLoader("")
+
+
+def parse_yaml(text: str, file: str) -> tuple[Any, SpecSource]:
+    """Parse YAML into plain data plus the line of every field."""
+    src = SpecSource(file)
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise SpecError([SpecIssue((), f"malformed YAML: {problem}", file=file, line=line)]) from None
+    if node is None:
+        return {}, src
+    issues: list[SpecIssue] = []
+    data = _construct(node, (), src, issues)
+    if issues:
+        raise SpecError(issues)
+    return data, src
+
+
+def apply_override(data: dict[str, Any], assignment: str, src: SpecSource) -> None:
+    """Apply one ``--set key.path=value`` (the value is parsed as YAML)."""
+    key, sep, raw = assignment.partition("=")
+    if not sep or not key.strip():
+        raise SpecError([SpecIssue((), f"--set {assignment!r}: expected key.path=value", "--set")])
+    loc = tuple(key.strip().split("."))
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    node: Any = data
+    for i, part in enumerate(loc[:-1]):
+        nxt = node.get(part) if isinstance(node, dict) else None
+        if not isinstance(nxt, dict):
+            if nxt is not None:
+                raise SpecError([SpecIssue(loc[: i + 1], "--set: not a mapping", "--set")])
+            nxt = node[part] = {}
+        node = nxt
+    node[loc[-1]] = value
+    src.overrides.add(loc)
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _unwrap(tp: Any) -> Any:
+    """Strip Optional/Annotated to reach the model or container type."""
+    while True:
+        origin = typing.get_origin(tp)
+        if origin is Annotated:
+            tp = typing.get_args(tp)[0]
+        elif origin in (typing.Union, types.UnionType):
+            args = [a for a in typing.get_args(tp) if a is not type(None)]
+            tp = args[0] if len(args) == 1 else tp
+            if len(args) != 1:
+                return tp
+        else:
+            return tp
+
+
+def _fields_at(loc: Loc) -> list[str] | None:
+    """Field names of the spec model found at ``loc`` (for 'unknown key' messages)."""
+    tp: Any = Spec
+    parts = list(loc)
+    while parts:
+        tp = _unwrap(tp)
+        if isinstance(tp, type) and issubclass(tp, BaseModel):
+            f = tp.model_fields.get(str(parts.pop(0)))
+            if f is None:
+                return None
+            tp = f.annotation
+        elif typing.get_origin(tp) is dict:
+            parts.pop(0)
+            tp = typing.get_args(tp)[1]
+        else:
+            return None
+    tp = _unwrap(tp)
+    if isinstance(tp, type) and issubclass(tp, BaseModel):
+        return list(tp.model_fields)
+    return None
+
+
+def _issue_from_pydantic(err: Any, src: SpecSource) -> SpecIssue:
+    loc = tuple(err["loc"])
+    if err["type"] == "extra_forbidden":
+        known = _fields_at(loc[:-1])
+        msg = "unknown key" + (f"; known: {', '.join(known)}" if known else "")
+        return src.issue(loc, msg)
+    msg = err["msg"]
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, ") :]
+    return src.issue(loc, msg)
+
+
+def validate(data: Any, src: SpecSource, base_dir: Path) -> Spec:
+    if not isinstance(data, dict):
+        raise SpecError([src.issue((), "a spec is a YAML mapping (name:, entities:, views:, ...)")])
+    try:
+        spec = Spec.model_validate(data, context={"base_dir": base_dir})
+    except ValidationError as exc:
+        raise SpecError([_issue_from_pydantic(e, src) for e in exc.errors()]) from None
+    spec._source = src
+    return spec
+
+
+def load_spec(path: Path | str, overrides: list[str] | tuple[str, ...] = ()) -> Spec:
+    """Read, override and validate a spec file; raise :class:`SpecError` listing every issue."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SpecError([SpecIssue((), f"cannot read spec: {exc.strerror or exc}", str(path))]) from None
+    data, src = parse_yaml(text, str(path))
+    if isinstance(data, dict):
+        for assignment in overrides:
+            apply_override(data, assignment, src)
+    return validate(data, src, path.resolve().parent)

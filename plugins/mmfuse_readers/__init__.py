@@ -1,0 +1,19 @@
+"""Built-in readers: ``npy`` (memory-mapped), ``npz`` (scipy sparse, missing cells masked),
+``images`` (a folder + id list → uint8 tensor) and ``word2vec`` (averaged token vectors)."""
+
+from __future__ import annotations
+
+from mmfuse import hookimpl
+from mmfuse.plugins import Register
+
+from .arrays import read_npy, read_npz
+from .images import read_images
+from .text import read_word2vec
+
+
+@hookimpl
+def mmfuse_register_readers(register: Register) -> None:
+    register.add("npy", read_npy)
+    register.add("npz", read_npz)
+    register.add("images", read_images)
+    register.add("word2vec", read_word2vec)

@@ -1,0 +1,55 @@
+"""Array files: ``.npy`` (memory-mapped) and ``.npz`` (scipy sparse or a numpy archive)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from mmfuse.plugin_api import ReadContext, ViewArray
+
+
+def _ids(params: Mapping[str, Any], key: str, ctx: ReadContext) -> list[str] | None:
+    """Optional ``row_ids`` / ``col_ids`` files: the order the data's rows/columns are in."""
+    if key not in params:
+        return None
+    path = Path(params[key])
+    path = path if path.is_absolute() else ctx.spec_dir / path
+    return [line.rstrip("\r\n") for line in path.read_text(encoding="utf-8").splitlines() if line]
+
+
+def _require(path: Path | None) -> Path:
+    if path is None:
+        raise ValueError("needs `path`")
+    return path
+
+
+def read_npy(path: Path | None, params: Mapping[str, Any], ctx: ReadContext) -> ViewArray:
+    """A ``.npy`` array, memory-mapped (``mmap: false`` loads it).  NaN cells are missing.
+
+    params: ``mmap`` (bool, default true), ``row_ids`` / ``col_ids`` (id files to check the
+    order against the entities' ids).
+    """
+    path = _require(path)
+    data = np.load(path, mmap_mode="r" if params.get("mmap", True) else None, allow_pickle=False)
+    return ViewArray(data=data, row_ids=_ids(params, "row_ids", ctx),
+                     col_ids=_ids(params, "col_ids", ctx), info={"file": str(path)})
+
+
+def read_npz(path: Path | None, params: Mapping[str, Any], ctx: ReadContext) -> ViewArray:
+    """A scipy sparse matrix (``scipy.sparse.save_npz``): cells not stored are missing,
+    stored zeros are observed.  A plain numpy archive is read too (``key``: which array)."""
+    path = _require(path)
+    try:
+        data: Any = sp.load_npz(path)
+    except ValueError:
+        with np.load(path, allow_pickle=False) as archive:
+            key = params.get("key") or archive.files[0]
+            if key not in archive.files:
+                raise ValueError(f"no array {key!r} in {path.name}; it has {archive.files}") from None
+            data = archive[key]
+    return ViewArray(data=data, row_ids=_ids(params, "row_ids", ctx),
+                     col_ids=_ids(params, "col_ids", ctx), info={"file": str(path)})
