@@ -226,7 +226,8 @@ def _check_view(spec, vname, read: ViewArray, sizes, ids) -> list[SpecIssue]:
             return
         if given_ids is not None and ename in ids and list(given_ids) != ids[ename]:
             where = _first_difference(list(given_ids), ids[ename])
-            msg = f"{role}s are not in the order of entity {ename!r} ids (first difference at {where})"
+            msg = (f"{role}s are not in the order of entity {ename!r} ids "
+                   f"(first difference at {where})")
             issues.append(spec.issue((*loc, "source"), msg))
 
     if v.is_tensor:

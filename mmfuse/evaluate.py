@@ -29,7 +29,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from mmfuse.errors import SpecError
-from mmfuse.spec import SplitSpec, Spec, TargetSpec
+from mmfuse.spec import Spec, SplitSpec, TargetSpec
 
 log = logging.getLogger(__name__)
 

@@ -253,7 +253,7 @@ class FusionModel(nn.Module):
                 width = plan.in_shapes[key][0]
                 if plan.terms[key[1]]:
                     part = recon[:, start : start + width]
-                    terms[f"{key[0]}:{key[1]}"] = self._nll(
+                    terms[f"{key[0]}.{key[1]}"] = self._nll(
                         key[0], part, batch.sides[key], batch.masks.get(key))
                 start += width
         for view, (target, mask) in batch.blocks.items():

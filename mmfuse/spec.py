@@ -285,7 +285,8 @@ def parse_yaml(text: str, file: str) -> tuple[Any, SpecSource]:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
         problem = getattr(exc, "problem", None) or str(exc)
-        raise SpecError([SpecIssue((), f"malformed YAML: {problem}", file=file, line=line)]) from None
+        issue = SpecIssue((), f"malformed YAML: {problem}", file=file, line=line)
+        raise SpecError([issue]) from None
     if node is None:
         return {}, src
     issues: list[SpecIssue] = []
@@ -386,7 +387,8 @@ def load_spec(path: Path | str, overrides: list[str] | tuple[str, ...] = ()) -> 
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise SpecError([SpecIssue((), f"cannot read spec: {exc.strerror or exc}", str(path))]) from None
+        issue = SpecIssue((), f"cannot read spec: {exc.strerror or exc}", str(path))
+        raise SpecError([issue]) from None
     data, src = parse_yaml(text, str(path))
     if isinstance(data, dict):
         for assignment in overrides:

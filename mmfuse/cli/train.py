@@ -19,7 +19,8 @@ def train_command(
     epochs: Annotated[int | None, typer.Option(help="Override train.epochs.")] = None,
     set_: SetOpt = None,
     out: Annotated[Path | None, typer.Option(help="Run folder (default runs/NAME/TIME).")] = None,
-    resume: Annotated[bool, typer.Option(help="Continue the run in --out from its checkpoint.")] = False,
+    resume: Annotated[bool, typer.Option(
+        help="Continue the run in --out from its checkpoint.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
 ) -> None:
     """Train a spec: write the run folder, embeddings of every entity, and the evaluation."""

@@ -12,7 +12,8 @@ from mmfuse.model import mlp
 
 
 class DenseAutoencoder(nn.Module):
-    def __init__(self, in_shape: tuple[int, ...], code_dim: int, hidden: Sequence[int], decode: bool):
+    def __init__(self, in_shape: tuple[int, ...], code_dim: int, hidden: Sequence[int],
+                 decode: bool):
         super().__init__()
         self.in_shape = tuple(in_shape)
         n_in = math.prod(in_shape)

@@ -32,7 +32,8 @@ class Goodreads:
     def ensure(self, root: Path, params: Mapping[str, Any]) -> str:
         unknown = set(params) - set(PARAMS)
         if unknown:
-            raise ValueError(f"goodreads: unknown params {sorted(unknown)}; known: {sorted(PARAMS)}")
+            raise ValueError(
+                f"goodreads: unknown params {sorted(unknown)}; known: {sorted(PARAMS)}")
         p = {**PARAMS, **params}
         if p["source"] not in SOURCES:
             raise ValueError(f"goodreads: source {p['source']!r}; known: {', '.join(SOURCES)}")

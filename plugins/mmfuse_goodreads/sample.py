@@ -65,13 +65,11 @@ NONFICTION_FLAVOUR = """economy market policy investment strategy leadership pro
     health nutrition habit career parenting memoir faith prayer church spirituality philosophy
     psychology neuroscience evolution medicine politics democracy"""
 TOPIC_FLAVOURS = (tuple(NONFICTION_FLAVOUR.split()), tuple(FICTION_FLAVOUR.split()))
-NEUTRAL_THEMES = "life time world people journey change truth power loss choice".split()
-ADJECTIVES = ("remarkable gripping quiet bold tender sweeping haunting sharp vivid "
-              "fierce strange brilliant dark warm surprising").split()
-NOUNS = ("price meaning nature cost shape edge end promise weight story lesson "
-         "secret road line future").split()
-VERBS = "changes collapses begins unravels shifts ends breaks returns".split()
-NAMES = "Anna Marcus Eleanor Jonah Clara Samuel Ruth Elias Maya Victor Nora Felix".split()
+NEUTRAL_THEMES = ["life", "time", "world", "people", "journey", "change", "truth", "power", "loss", "choice"]
+ADJECTIVES = ["remarkable", "gripping", "quiet", "bold", "tender", "sweeping", "haunting", "sharp", "vivid", "fierce", "strange", "brilliant", "dark", "warm", "surprising"]
+NOUNS = ["price", "meaning", "nature", "cost", "shape", "edge", "end", "promise", "weight", "story", "lesson", "secret", "road", "line", "future"]
+VERBS = ["changes", "collapses", "begins", "unravels", "shifts", "ends", "breaks", "returns"]
+NAMES = ["Anna", "Marcus", "Eleanor", "Jonah", "Clara", "Samuel", "Ruth", "Elias", "Maya", "Victor", "Nora", "Felix"]
 TEMPLATES = (
     "A {A} story of {T} and {T}.",
     "When {P} discovers the {T}, everything {V}.",
@@ -102,7 +100,7 @@ def _describe(rng: np.random.Generator, bit_prob: np.ndarray, n_words: int) -> s
         neutral = rng.random(n_topic) < NEUTRAL_PROB
         picks = rng.integers(1 << 30, size=n_topic + 5)
         sentence = template
-        for code, is_neutral, pick in zip(codes, neutral, picks):
+        for code, is_neutral, pick in zip(codes, neutral, picks, strict=True):
             if is_neutral:
                 word = NEUTRAL_THEMES[pick % len(NEUTRAL_THEMES)]
             else:

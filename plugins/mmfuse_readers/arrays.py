@@ -49,7 +49,8 @@ def read_npz(path: Path | None, params: Mapping[str, Any], ctx: ReadContext) -> 
         with np.load(path, allow_pickle=False) as archive:
             key = params.get("key") or archive.files[0]
             if key not in archive.files:
-                raise ValueError(f"no array {key!r} in {path.name}; it has {archive.files}") from None
+                msg = f"no array {key!r} in {path.name}; it has {archive.files}"
+                raise ValueError(msg) from None
             data = archive[key]
     return ViewArray(data=data, row_ids=_ids(params, "row_ids", ctx),
                      col_ids=_ids(params, "col_ids", ctx), info={"file": str(path)})

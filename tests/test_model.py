@@ -1,0 +1,132 @@
+"""The generalised model: presets as switches, missing cells, column strategies."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from mmfuse.api import train
+from mmfuse.build import build
+from mmfuse.errors import SpecError
+from mmfuse.plugins import get_plugins
+from mmfuse.spec import load_spec
+
+
+def matrix_only(spec_path):
+    """The multiview spec without its tensor view (dcmf and cmf take matrices only)."""
+    text = spec_path.read_text()
+    start = text.index("  cover:")
+    end = text.index("  text:")
+    out = spec_path.with_name("matrix.yaml")
+    out.write_text(text[:start] + text[end:])
+    return out
+
+
+def one_batch_terms(spec):
+    built = build(spec, get_plugins())
+    batch = next(iter(built.batcher.epoch(0)))
+    return built, built.model(batch)
+
+
+def test_mmeda2_has_every_term(multiview):
+    _, terms = one_batch_terms(load_spec(multiview))
+    assert set(terms) == {"cover.tensor", "text.row", "text.col", "text.factor", "ratings.row",
+                          "ratings.col", "ratings.factor", "cooc.row", "cooc.col", "cooc.factor"}
+
+
+def test_mmeda1_decodes_tensor_from_the_fused_representation(multiview):
+    built, terms = one_batch_terms(load_spec(multiview, ["model.preset=mmeda1"]))
+    assert set(terms) == {"cover.tensor", "text.factor", "ratings.factor", "cooc.factor"}
+    assert built.plan.decode_from["cover"] == "fused"
+    assert built.model.codecs["text:row"].decoder is None  # no unused decoders
+
+
+def test_dcmf_has_one_autoencoder_per_entity(multiview):
+    spec = load_spec(matrix_only(multiview), ["model.preset=dcmf"])
+    built, terms = one_batch_terms(spec)
+    assert set(built.model.entity_codecs) == {"book", "user", "word"}
+    assert len(built.model.codecs) == 0
+    # book's input: its text row (24) and its ratings column (32)
+    assert built.model.entity_codecs["book"].in_shape == (24 + 32,)
+    assert {"text.row", "ratings.col", "text.factor"} <= set(terms)
+
+
+def test_cmf_is_free_factors_with_the_factor_term_only(multiview):
+    built, terms = one_batch_terms(load_spec(matrix_only(multiview), ["model.preset=cmf"]))
+    assert set(terms) == {"text.factor", "ratings.factor", "cooc.factor"}
+    assert {n: t.weight.shape for n, t in built.model.free.items()} == {
+        "book": (48, 8), "user": (32, 8), "word": (24, 8)}
+
+
+def test_dcmf_and_cmf_refuse_tensor_views_with_a_located_error(multiview):
+    with pytest.raises(SpecError) as err:
+        build(load_spec(multiview, ["model.preset=cmf"]), get_plugins())
+    assert "views.cover.tensor" in str(err.value) and "matrix views only" in str(err.value)
+
+
+def test_terms_can_be_switched_off(multiview):
+    _, terms = one_batch_terms(load_spec(multiview, ["model.terms.factor=false",
+                                                     "model.terms.col=false"]))
+    assert not any(t.endswith((".factor", ".col")) for t in terms)
+
+
+def test_missing_cells_do_not_count(multiview):
+    """Changing the value of a missing cell never changes the loss; an observed one does."""
+    built = build(load_spec(multiview), get_plugins())
+    batch = next(iter(built.batcher.epoch(0)))
+    assert not batch.masks[("ratings", "row")].all()
+    target, mask = batch.blocks["ratings"]  # the factor term's target, (b_user, b_book)
+    assert mask is not None and not mask.all() and mask.any()
+    base = built.model(batch)["ratings.factor"].item()
+    target[~mask] = 100.0
+    assert built.model(batch)["ratings.factor"].item() == pytest.approx(base, abs=1e-7)
+    target[mask] += 1.0
+    assert built.model(batch)["ratings.factor"].item() != pytest.approx(base, abs=1e-3)
+
+
+@pytest.mark.parametrize("name", ["gaussian", "bernoulli", "poisson"])
+def test_likelihoods_average_over_observed_cells_only(name):
+    lik = get_plugins().likelihoods.get(name)
+    pred = torch.randn(4, 5)
+    target = torch.rand(4, 5).round()
+    mask = torch.rand(4, 5) > 0.4
+    loss = lik.loss(pred, target, mask)
+    assert loss.item() == pytest.approx(lik.loss(pred[mask], target[mask], None).item(), rel=1e-5)
+    changed = torch.where(mask, target, torch.full_like(target, 7.0))
+    assert lik.loss(pred, changed, mask).item() == pytest.approx(loss.item(), rel=1e-6)
+
+
+def test_nan_cells_of_a_dense_matrix_are_missing(multiview):
+    text = np.load(multiview.parent / "text.npy")
+    text[0, :5] = np.nan
+    np.save(multiview.parent / "text.npy", text)
+    built = build(load_spec(multiview), get_plugins())
+    batch = built.batcher.make({"book": np.array([0, 1])})
+    mask = batch.masks[("text", "row")]
+    assert mask[0, :5].sum() == 0 and mask[0, 5:].all() and mask[1].all()
+    assert torch.isfinite(batch.sides[("text", "row")]).all()
+    with pytest.raises(SpecError, match="views.text.missing"):
+        build(load_spec(multiview, ["views.text.missing=forbid"]), get_plugins())
+
+
+@pytest.mark.parametrize("mode", ["sketch", "embedding", "none"])
+def test_column_strategies_train(multiview, tmp_path, mode):
+    spec = load_spec(multiview, [f"views.ratings.columns={mode}", "views.ratings.sketch_dim=6"])
+    result = train(spec, tmp_path / "run")
+    plan = result.built.plan
+    assert ("ratings", "col") in plan.codes["book"] or mode == "none"
+    if mode == "sketch":
+        assert plan.in_shapes[("ratings", "col")] == (6,)
+        assert result.built.batcher.sketches["ratings"].shape == (48, 6)
+    assert np.isfinite(np.load(tmp_path / "run" / "embeddings" / "book.npy")).all()
+
+
+def test_an_entity_without_any_code_is_an_error(tmp_path):
+    np.save(tmp_path / "m.npy", np.ones((4, 3), dtype=np.float32))
+    spec = tmp_path / "s.yaml"
+    spec.write_text("name: s\nentities: {a: {size: 4}, b: {size: 3}}\n"
+                    "views:\n  m: {rows: a, cols: b, columns: none,"
+                    " source: {reader: npy, path: m.npy}}\n")
+    with pytest.raises(SpecError, match="entities.b: gets no code"):
+        build(load_spec(spec), get_plugins())

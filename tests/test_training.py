@@ -1,0 +1,87 @@
+"""Training: repeatability to the bit, resume after a kill, convergence, run folder."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from mmfuse.api import train
+from mmfuse.errors import MmfuseError
+from mmfuse.plugin_api import Callback
+from mmfuse.spec import load_spec
+
+
+def embeddings(run, entity="book"):
+    return np.load(run / "embeddings" / f"{entity}.npy")
+
+
+def test_same_spec_and_seed_give_identical_embeddings(multiview, tmp_path):
+    spec = load_spec(multiview)
+    train(spec, tmp_path / "a")
+    train(load_spec(multiview), tmp_path / "b")
+    for entity in ("book", "user", "word"):
+        a, b = embeddings(tmp_path / "a", entity), embeddings(tmp_path / "b", entity)
+        assert np.array_equal(a, b)
+    train(load_spec(multiview, ["seed=1"]), tmp_path / "c")
+    assert not np.array_equal(embeddings(tmp_path / "a"), embeddings(tmp_path / "c"))
+
+
+class KillAfter(Callback):
+    def __init__(self, epoch):
+        self.epoch = epoch
+
+    def on_epoch_end(self, trainer, epoch, metrics):
+        if epoch == self.epoch:
+            raise KeyboardInterrupt
+
+
+def test_killed_run_resumes_from_its_checkpoint_and_matches_an_uninterrupted_one(
+        multiview, tmp_path):
+    full = train(load_spec(multiview, ["train.epochs=4"]), tmp_path / "full")
+    with pytest.raises(KeyboardInterrupt):
+        train(load_spec(multiview, ["train.epochs=4"]), tmp_path / "cut", callbacks=[KillAfter(2)])
+    assert not (tmp_path / "cut" / "embeddings").exists()
+    resumed = train(load_spec(multiview, ["train.epochs=4"]), tmp_path / "cut", resume=True)
+    assert resumed.trainer.epoch == 4
+    assert [h["epoch"] for h in resumed.trainer.history] == [1, 2, 3, 4]
+    assert np.array_equal(embeddings(tmp_path / "full"), embeddings(tmp_path / "cut"))
+    assert full.trainer.history[-1]["loss"] == resumed.trainer.history[-1]["loss"]
+
+
+def test_resume_refuses_a_checkpoint_of_another_model(multiview, tmp_path):
+    train(load_spec(multiview), tmp_path / "run")
+    with pytest.raises(MmfuseError, match="different model"):
+        train(load_spec(multiview, ["model.dim=4"]), tmp_path / "run", resume=True)
+
+
+def test_training_stops_when_the_loss_stalls(multiview, tmp_path):
+    result = train(load_spec(multiview, ["train.epochs=20", "train.tol=10", "train.patience=2"]),
+                   tmp_path / "run")
+    assert result.trainer.converged
+    assert result.trainer.epoch == 3  # epoch 1 sets the baseline, 2 and 3 stall
+
+
+def test_loss_decreases_and_run_folder_is_complete(multiview, tmp_path):
+    result = train(load_spec(multiview, ["train.epochs=6", "train.optimizer.lr=0.01"]),
+                   tmp_path / "run")
+    run = tmp_path / "run"
+    rows = list(csv.DictReader((run / "metrics.csv").open()))
+    assert [int(r["epoch"]) for r in rows] == list(range(1, 7))
+    assert float(rows[-1]["loss"]) < 0.7 * float(rows[0]["loss"])
+    for term in ("cover.tensor", "text.row", "text.col", "text.factor", "ratings.factor",
+                 "cooc.row", "cooc.col", "cooc.factor"):
+        assert term in rows[0]
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["status"] == "done"
+    assert manifest["data"]["entities"] == {"book": 48, "user": 32, "word": 24}
+    assert manifest["training"]["epochs_run"] == 6
+    assert (run / "embeddings" / "book.ids.txt").read_text().split() == [
+        f"b{i}" for i in range(48)]
+    assert embeddings(run).shape == (48, 8)
+    assert embeddings(run, "user").shape == (32, 8)
+    assert set(result.evaluation["targets"]) == {"label", "score"}
+    label = result.evaluation["targets"]["label"]
+    assert set(label["metrics"]) == set(label["floor"]) == {"f1", "accuracy", "precision", "recall"}
