@@ -86,6 +86,7 @@ train.register(app)
 inspect.register(app)
 results.register(app)
 app.add_typer(data.app, name="data")
+data.register_datasets()
 
 
 def _plugin_commands() -> None:

@@ -1,36 +1,51 @@
-"""``mmfuse data``: prepare a dataset's files."""
+"""``mmfuse data prepare NAME``: prepare a dataset's files.
+
+A dataset plugin whose object has a ``prepare_command`` (a function with Typer-annotated
+parameters) gets it as ``mmfuse data prepare NAME`` with its own options; every other dataset
+gets the generic ``--out DIR --param KEY=VALUE``.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 import yaml
 
 from mmfuse.cli.render import console
+from mmfuse.errors import MmfuseError
 from mmfuse.plugins import get_plugins
 
 app = typer.Typer(help="Prepare data sets that specs point at.", no_args_is_help=True)
+prepare_app = typer.Typer(help="Prepare (or check) a dataset's folder.", no_args_is_help=True)
+app.add_typer(prepare_app, name="prepare")
 
 
-@app.command("prepare")
-def prepare_command(
-    name: Annotated[str, typer.Argument(help="A registered dataset (see `mmfuse plugins`).")],
-    out: Annotated[Path, typer.Option(help="Folder to prepare.")],
-    param: Annotated[list[str] | None, typer.Option(
-        help="Dataset parameter KEY=VALUE (repeatable), e.g. n_books=1000.")] = None,
-) -> None:
-    """Prepare (or check) a dataset's folder."""
-    params = {}
-    for item in param or []:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise typer.BadParameter(f"{item!r}: expected KEY=VALUE", param_hint="--param")
-        params[key] = yaml.safe_load(value)
-    dataset = get_plugins().datasets.get(name)
-    try:
-        message = dataset.ensure(out, params)
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc)) from None
-    console.print(message, highlight=False)
+def _generic(name: str, dataset: Any):
+    def prepare(
+        out: Annotated[Path, typer.Option(help="Folder to prepare.")],
+        param: Annotated[list[str] | None, typer.Option(
+            help="Dataset parameter KEY=VALUE (repeatable), e.g. n_books=1000.")] = None,
+    ) -> None:
+        params = {}
+        for item in param or []:
+            key, sep, value = item.partition("=")
+            if not sep:
+                raise typer.BadParameter(f"{item!r}: expected KEY=VALUE", param_hint="--param")
+            params[key] = yaml.safe_load(value)
+        try:
+            message = dataset.ensure(out, params)
+        except ValueError as exc:
+            raise MmfuseError(str(exc)) from None
+        console.print(message, highlight=False)
+
+    prepare.__doc__ = f"Prepare the {name!r} dataset (plugin {name})."
+    return prepare
+
+
+def register_datasets() -> None:
+    """One ``prepare`` sub-command per registered dataset."""
+    for entry in get_plugins().datasets.entries.values():
+        command = getattr(entry.obj, "prepare_command", None) or _generic(entry.name, entry.obj)
+        prepare_app.command(entry.name, help=(command.__doc__ or "").strip() or None)(command)

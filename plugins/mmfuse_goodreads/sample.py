@@ -100,7 +100,7 @@ def _describe(rng: np.random.Generator, bit_prob: np.ndarray, n_words: int) -> s
         neutral = rng.random(n_topic) < NEUTRAL_PROB
         picks = rng.integers(1 << 30, size=n_topic + 5)
         sentence = template
-        for code, is_neutral, pick in zip(codes, neutral, picks, strict=True):
+        for code, is_neutral, pick in zip(codes, neutral, picks, strict=False):
             if is_neutral:
                 word = NEUTRAL_THEMES[pick % len(NEUTRAL_THEMES)]
             else:
