@@ -101,7 +101,7 @@ class Batcher:
             )
         return batch
 
-    def chunks(self, entity: str, size: int = 1024) -> Iterator[Batch]:
+    def chunks(self, entity: str, size: int = 256) -> Iterator[Batch]:
         """Batches of one entity, in order, for embedding every instance."""
         n = self.data.sizes[entity]
         for start in range(0, n, size):

@@ -155,7 +155,7 @@ class Trainer:
 
 
 @torch.no_grad()
-def embed_all(built: Built, entity: str, chunk: int = 1024) -> np.ndarray:
+def embed_all(built: Built, entity: str, chunk: int = 256) -> np.ndarray:
     """``z`` of every instance of ``entity`` (n, d), in instance order."""
     model = built.model
     model.eval()
