@@ -20,6 +20,7 @@ import torch
 
 import mmfuse
 from mmfuse.build import Built, build, count_parameters
+from mmfuse.data import MatrixData
 from mmfuse.errors import DataError, MmfuseError
 from mmfuse.evaluate import evaluate_embeddings
 from mmfuse.model import Batch
@@ -151,7 +152,12 @@ def embed_new(built: Built, entity: str, arrays: Mapping[str, np.ndarray]) -> np
         if tuple(array.shape[1:]) != want:
             raise DataError(f"view {view!r}: data has shape {list(array.shape)}; expected "
                             f"[n, {', '.join(map(str, want))}]")
-        values = array if array.dtype == np.uint8 else np.nan_to_num(array.astype(np.float32))
+        store = built.data.views[view]
+        if array.dtype != np.uint8:
+            array = array.astype(np.float32)
+            if isinstance(store, MatrixData):
+                array = store.scale_new(array, role)
+        values = array if array.dtype == np.uint8 else np.nan_to_num(array)
         t = torch.from_numpy(np.ascontiguousarray(values))
         batch.sides[key] = t.float().div_(255.0) if t.dtype == torch.uint8 else t
     zs, _ = built.model.encode(batch)

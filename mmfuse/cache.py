@@ -24,6 +24,8 @@ def fingerprint(paths: Iterable[Path], params: Mapping[str, Any]) -> str:
     for path in paths:
         if path.is_dir():
             for member in sorted(path.iterdir()):
+                if member.name == CACHE_DIR:  # our own output is not an input
+                    continue
                 st = member.stat()
                 h.update(f"{member.name}:{st.st_size}:{st.st_mtime_ns};".encode())
         else:

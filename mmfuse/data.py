@@ -53,8 +53,54 @@ class MatrixData:
             self._dense = array
             self._mask = mask
         self.shape: tuple[int, int] = tuple(array.shape)  # type: ignore[assignment]
+        self.center: np.ndarray | None = None  # per-column mean and std (``scale: standard``)
+        self.spread: np.ndarray | None = None
+
+    def standardize(self) -> None:
+        """Scale every column to mean 0, std 1 over its observed cells (one streaming pass);
+        every later ``rows``/``cols`` returns scaled values, missing cells stay 0."""
+        n_r, n_c = self.shape
+        total, squares, count = np.zeros(n_c), np.zeros(n_c), np.zeros(n_c)
+        for start in range(0, n_r, CHUNK):
+            values, mask = self._take(0, np.arange(start, min(start + CHUNK, n_r)))
+            observed = np.ones_like(values, dtype=bool) if mask is None else mask
+            v = np.where(observed, values, 0.0).astype(np.float64)
+            total += v.sum(axis=0)
+            squares += (v * v).sum(axis=0)
+            count += observed.sum(axis=0)
+        mean = total / np.maximum(count, 1)
+        std = np.sqrt(np.maximum(squares / np.maximum(count, 1) - mean * mean, 0.0))
+        self.center = mean.astype(np.float32)
+        self.spread = np.where(std > 1e-8, std, 1.0).astype(np.float32)
+
+    def scale_new(self, values: np.ndarray, role: str) -> np.ndarray:
+        """Scale new rows (``role`` row) with the stored column statistics, or new columns
+        (``role`` col) each by its own observed cells, as ``standardize`` scaled the data."""
+        if self.center is None or self.spread is None:
+            return values
+        observed = ~np.isnan(values)
+        if role == "row":
+            mean, std = self.center, self.spread
+        else:
+            count = np.maximum(observed.sum(axis=1, keepdims=True), 1)
+            mean = np.nansum(values, axis=1, keepdims=True) / count
+            std = np.sqrt(np.nansum((values - mean) ** 2, axis=1, keepdims=True) / count)
+            std = np.where(std > 1e-8, std, 1.0)
+        return np.where(observed, (values - mean) / std, np.nan).astype(np.float32)
 
     def _take(self, axis: int, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        values, mask = self._read(axis, idx)
+        if self.center is None or self.spread is None:
+            return values, mask
+        # columns of X are axis 1 of rows(idx) and axis 0 of cols(idx) = X[:, idx]ᵀ
+        mean, std = (self.center, self.spread) if axis == 0 else (
+            self.center[idx][:, None], self.spread[idx][:, None])
+        scaled = (values - mean) / std
+        if mask is not None:
+            scaled = np.where(mask, scaled, 0.0)
+        return scaled.astype(np.float32), mask
+
+    def _read(self, axis: int, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         if self.sparse:
             values = (self._csr[idx] if axis == 0 else self._csc[:, idx].T).toarray()
             pattern = (self._pattern_csr[idx] if axis == 0 else self._pattern_csc[:, idx].T)
@@ -161,7 +207,8 @@ def load_data(spec: Spec, plugins: Plugins) -> Data:
     ids: dict[str, list[str]] = {}
     for ename, ent in spec.entities.items():
         if ent.ids is None:
-            sizes[ename] = ent.size  # type: ignore[assignment]
+            if ent.size is not None:
+                sizes[ename] = ent.size
             continue
         if not ent.ids.is_file():
             issues.append(spec.issue(("entities", ename, "ids"), f"file not found: {ent.ids}"))
@@ -186,11 +233,11 @@ def load_data(spec: Spec, plugins: Plugins) -> Data:
             view=vname,
             row_ids=ids.get(v.rows),
             col_ids=ids.get(v.cols) if v.cols else None,
-            spec_dir=Path(spec._source.file).resolve().parent if spec._source else Path.cwd(),
+            spec_dir=spec.base_dir or Path.cwd(),
         )
         try:
             read = plugins.readers.get(src.reader)(src.path, dict(src.params), ctx)
-        except (ValueError, OSError, KeyError) as exc:
+        except (ValueError, OSError, KeyError, TypeError) as exc:
             issues.append(spec.issue((*loc, "source"), f"reader {src.reader!r}: {exc}"))
             continue
         if not isinstance(read, ViewArray):
@@ -203,6 +250,8 @@ def load_data(spec: Spec, plugins: Plugins) -> Data:
             views[vname] = MatrixData(read.data, read.mask)
             if v.missing == "forbid" and views[vname].has_nan():
                 issues.append(spec.issue((*loc, "missing"), "the data has NaN cells"))
+            elif v.scale == "standard" and not issues:
+                views[vname].standardize()
     if issues:
         raise SpecError(issues)
     for ename, n in sizes.items():

@@ -1,53 +1,39 @@
-"""Downstream probes on learnt embeddings, always beside the trivial floor.
+"""Downstream probes on learnt embeddings, beside the trivial floor and raw-view baselines.
 
 Each target of ``evaluate.targets`` is predicted from its entity's embeddings by a probe
-trained on the train split; the same metrics are computed for the trivial floor (majority
-class / mean of train), so a number can never be read without what "predict nothing" scores.
+trained on the train split.  Beside it, on the same split and with the same probe:
+
+- ``floor``: the trivial predictor (majority class / mean of train / per-label train
+  prevalence, see :mod:`mmfuse.probes`), so a number is never read without what "predict
+  nothing" scores;
+- ``baselines``: each view that touches the target's entity, its raw data as the features
+  (see :mod:`mmfuse.baselines`), and ``concat`` of them all — what the learnt representation
+  has to beat to be worth learning.  ``evaluate.baselines`` chooses the views (default
+  ``auto``: every view touching the entity; ``none`` turns them off).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sklearn.base import BaseEstimator
-from sklearn.dummy import DummyClassifier, DummyRegressor
-from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
-from sklearn.linear_model import LinearRegression, LogisticRegression, Ridge
-from sklearn.metrics import (
-    accuracy_score,
-    f1_score,
-    mean_squared_error,
-    precision_score,
-    r2_score,
-    recall_score,
-)
 from sklearn.model_selection import train_test_split
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
 
-from mmfuse.errors import SpecError
+from mmfuse.baselines import CONCAT, BaselineFeatures, views_touching
+from mmfuse.data import Data
+from mmfuse.errors import SpecError, SpecIssue
+from mmfuse.probes import evaluate_probe, floor_scores, make_probe, task_scores
 from mmfuse.spec import Spec, SplitSpec, TargetSpec
 
 log = logging.getLogger(__name__)
 
+__all__ = ["evaluate_embeddings", "evaluate_target", "load_labels", "make_probe",
+           "scores", "split_indices", "baseline_views", "check_evaluate"]
 
-def make_probe(target: TargetSpec) -> BaseEstimator:
-    """The spec's probe with its params; logistic and ridge see standardised embeddings."""
-    p = dict(target.params)
-    classify = target.task == "classification"
-    try:
-        if target.probe == "random_forest":
-            return (RandomForestClassifier if classify else RandomForestRegressor)(**p)
-        if target.probe == "logistic":
-            return make_pipeline(StandardScaler(), LogisticRegression(**{"max_iter": 2000, **p}))
-        if target.probe == "ridge":
-            return make_pipeline(StandardScaler(), Ridge(**p))
-        return LinearRegression(**p)
-    except TypeError as exc:
-        raise ValueError(f"probe {target.probe!r}: {exc}") from None
+scores = task_scores  # the name earlier versions exported
 
 
 def load_labels(path: Path) -> np.ndarray:
@@ -61,76 +47,183 @@ def load_labels(path: Path) -> np.ndarray:
         return np.array([v.strip() or None for v in values], dtype=object)
 
 
-def split_indices(y: np.ndarray, split: SplitSpec, classify: bool) -> tuple[np.ndarray, np.ndarray]:
+def _merge_rare(strata: np.ndarray) -> np.ndarray:
+    """Strata with fewer than two members join one ``rare`` stratum (or the largest one)."""
+    values, counts = np.unique(strata, return_counts=True)
+    rare = np.isin(strata, values[counts < 2])
+    if not rare.any():
+        return strata
+    out = strata.astype(object)
+    out[rare] = "__rare__"
+    if rare.sum() < 2:
+        out[rare] = values[np.argmax(counts)]
+    return out
+
+
+def strata(y: np.ndarray, task: str) -> np.ndarray | None:
+    """What a stratified split keeps in proportion: the class, or (multilabel) each
+    instance's rarest label (-1 for an instance with none).  None for regression."""
+    if task == "regression":
+        return None
+    if task == "multilabel":
+        counts = y.sum(axis=0)
+        rarity = np.where(y > 0, counts[None, :], np.inf)
+        rarest = np.argmin(rarity, axis=1)
+        return _merge_rare(np.where(np.isfinite(rarity.min(axis=1)), rarest, -1))
+    return _merge_rare(np.asarray(y))
+
+
+def split_indices(y: np.ndarray, split: SplitSpec,
+                  task: str | bool = "classification") -> tuple[np.ndarray, np.ndarray]:
+    """Sorted train and test indices into ``y`` (``task`` True/False: classification or not)."""
+    if isinstance(task, bool):
+        task = "classification" if task else "regression"
     n = len(y)
     idx = np.arange(n)
     if split.method == "position":
         cut = n - round(n * split.test_fraction)
         return idx[:cut], idx[cut:]
-    stratify = y if (split.method == "stratified" and classify) else None
-    train, test = train_test_split(idx, test_size=split.test_fraction, random_state=split.seed,
-                                   stratify=stratify)
+    stratify = strata(y, task) if split.method == "stratified" else None
+    try:
+        train, test = train_test_split(idx, test_size=split.test_fraction,
+                                       random_state=split.seed, stratify=stratify)
+    except ValueError as exc:  # e.g. fewer test instances than strata
+        log.warning("stratified split impossible (%s); splitting at random", exc)
+        train, test = train_test_split(idx, test_size=split.test_fraction,
+                                       random_state=split.seed)
     return np.sort(train), np.sort(test)
 
 
-def scores(task: str, y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
-    if task == "regression":
-        return {"mse": float(mean_squared_error(y_true, y_pred)),
-                "r2": float(r2_score(y_true, y_pred))}
-    labels = np.unique(y_true)
-    binary = len(labels) <= 2 and set(labels.tolist()) <= {0, 1}
-    kw: dict[str, Any] = {"zero_division": 0}
-    kw.update({"pos_label": 1, "average": "binary"} if binary else {"average": "macro"})
-    return {
-        "f1": float(f1_score(y_true, y_pred, **kw)),
-        "accuracy": float(accuracy_score(y_true, y_pred)),
-        "precision": float(precision_score(y_true, y_pred, **kw)),
-        "recall": float(recall_score(y_true, y_pred, **kw)),
-    }
-
-
-def evaluate_target(name: str, target: TargetSpec, z: np.ndarray, split: SplitSpec,
-                    spec: Spec) -> dict[str, Any]:
+def _target_values(name: str, target: TargetSpec, n: int,
+                   spec: Spec) -> tuple[np.ndarray, np.ndarray]:
+    """The target's values for the kept instances, and the keep mask (values not missing)."""
     loc = ("evaluate", "targets", name)
     if not target.path.is_file():
         raise SpecError([spec.issue((*loc, "path"), f"file not found: {target.path}")])
     y = load_labels(target.path)
-    if len(y) != len(z):
-        msg = f"{len(y)} values but entity {target.entity!r} has {len(z)} instances"
+    if len(y) != n:
+        msg = f"{len(y)} values but entity {target.entity!r} has {n} instances"
         raise SpecError([spec.issue((*loc, "path"), msg)])
-    classify = target.task == "classification"
+    if target.task == "multilabel":
+        return _multilabel_values(y, spec, loc)
     if y.dtype.kind == "f":
         keep = ~np.isnan(y)
     else:
-        keep = np.array([v is not None for v in y]) if y.dtype == object else np.ones(len(y), bool)
-    if classify and y.dtype.kind == "f" and np.all(np.mod(y[keep], 1) == 0):
+        keep = np.array([v is not None for v in y]) if y.dtype == object else np.ones(n, bool)
+    if target.task == "classification" and y.dtype.kind == "f" and np.all(np.mod(y[keep], 1) == 0):
         y = np.where(keep, y, 0).astype(np.int64)
-    elif not classify and y.dtype.kind not in "fiu":
+    elif target.task == "regression" and y.dtype.kind not in "fiu":
         raise SpecError([spec.issue((*loc, "task"), "regression needs numeric values")])
-    z, y = z[keep], y[keep]
-    train, test = split_indices(y, split, classify)
+    return y[keep], keep
+
+
+def _multilabel_values(y: np.ndarray, spec: Spec, loc: tuple) -> tuple[np.ndarray, np.ndarray]:
+    if y.ndim != 2 or y.dtype.kind not in "biuf":
+        msg = f"multilabel needs an n × L 0/1 .npy array; got shape {list(y.shape)}"
+        raise SpecError([spec.issue((*loc, "path"), msg)])
+    values = y.astype(np.float64)
+    keep = ~np.isnan(values).any(axis=1)
+    if not np.isin(values[keep], (0.0, 1.0)).all():
+        raise SpecError([spec.issue((*loc, "path"), "multilabel values must be 0 or 1")])
+    return values[keep].astype(np.int64), keep
+
+
+def baseline_views(spec: Spec, target: TargetSpec) -> list[str]:
+    """The views probed as baselines for ``target`` (``evaluate.baselines``)."""
+    chosen = spec.evaluate.baselines if spec.evaluate else "none"
+    touching = views_touching(spec, target.entity)
+    if chosen == "none":
+        return []
+    if chosen == "auto":
+        return touching
+    return [v for v in chosen if v in touching]
+
+
+def check_evaluate(spec: Spec) -> list[SpecIssue]:
+    """Cross-reference problems of ``evaluate.baselines`` (unknown views, views that touch
+    no target's entity)."""
+    if spec.evaluate is None or isinstance(spec.evaluate.baselines, str):
+        return []
+    entities = {t.entity for t in spec.evaluate.targets.values()}
+    issues = []
+    for i, view in enumerate(spec.evaluate.baselines):
+        loc = ("evaluate", "baselines", i)
+        if view not in spec.views:
+            known = ", ".join(spec.views)
+            issues.append(spec.issue(loc, f"unknown view {view!r}; known: {known}"))
+        elif not entities & {spec.views[view].rows, spec.views[view].cols}:
+            issues.append(spec.issue(loc, f"view {view!r} touches no target's entity "
+                                          f"({', '.join(sorted(entities))})"))
+    return issues
+
+
+def _run_baselines(target: TargetSpec, views: list[str], features: BaselineFeatures,
+                   keep: np.ndarray, y: np.ndarray, train: np.ndarray,
+                   test: np.ndarray) -> tuple[dict[str, Any], dict[str, Any]]:
+    names = [*views, CONCAT] if len(views) > 1 else list(views)
+    metrics: dict[str, Any] = {}
+    info: dict[str, Any] = {}
+    for name in names:
+        x, info[name] = features.features(name, views, target.entity, keep, train)
+        metrics[name] = evaluate_probe(target, x[train], y[train], x[test], y[test])
+    return metrics, info
+
+
+def evaluate_target(name: str, target: TargetSpec, z: np.ndarray, split: SplitSpec,
+                    spec: Spec, features: BaselineFeatures | None = None) -> dict[str, Any]:
+    """One target: probe on ``z``, the floor, and (with ``features``) the baselines."""
+    y, keep = _target_values(name, target, len(z), spec)
+    train, test = split_indices(y, split, target.task)
+    zk = z[keep]
     try:
-        probe = make_probe(target).fit(z[train], y[train])
+        metrics = evaluate_probe(target, zk[train], y[train], zk[test], y[test])
+        result: dict[str, Any] = {
+            "entity": target.entity, "task": target.task, "probe": target.probe,
+            "params": dict(target.params), "n_train": int(len(train)), "n_test": int(len(test)),
+            "n_missing": int((~keep).sum()), "metrics": metrics,
+            "floor": floor_scores(target.task, y[train], y[test]),
+        }
+        if target.task == "multilabel":
+            result["labels"] = {"n_labels": int(y.shape[1]),
+                                "n_scored": int((y[test].sum(axis=0) > 0).sum()),
+                                "n_without_train_positive": int((y[train].sum(axis=0) == 0).sum())}
+        views = baseline_views(spec, target)
+        if features is not None and views:
+            result["baselines"], result["baseline_features"] = _run_baselines(
+                target, views, features, keep, y, train, test)
     except ValueError as exc:
-        raise SpecError([spec.issue((*loc, "params"), str(exc))]) from None
-    floor = (DummyClassifier(strategy="most_frequent") if classify
-             else DummyRegressor(strategy="mean")).fit(z[train], y[train])
-    return {
-        "entity": target.entity, "task": target.task, "probe": target.probe,
-        "params": dict(target.params), "n_train": int(len(train)), "n_test": int(len(test)),
-        "n_missing": int((~keep).sum()),
-        "metrics": scores(target.task, y[test], probe.predict(z[test])),
-        "floor": scores(target.task, y[test], floor.predict(z[test])),
-    }
+        raise SpecError([spec.issue(("evaluate", "targets", name), str(exc))]) from None
+    return result
 
 
-def evaluate_embeddings(spec: Spec, embeddings: dict[str, np.ndarray]) -> dict[str, Any]:
-    """Every target of the spec's ``evaluate`` section, on the given embeddings."""
+def _load_data(spec: Spec) -> Data:
+    from mmfuse.data import load_data
+    from mmfuse.plugins import get_plugins
+
+    return load_data(spec, get_plugins())
+
+
+def evaluate_embeddings(spec: Spec, embeddings: Mapping[str, np.ndarray],
+                        data: Data | None = None) -> dict[str, Any]:
+    """Every target of the spec's ``evaluate`` section, on the given embeddings.
+
+    Baselines need the views' data: pass the run's ``data`` (``built.data``) or leave it None
+    to have it loaded (only when some target has baseline views).
+    """
     if spec.evaluate is None:
         raise SpecError([spec.issue(("evaluate",), "the spec has no `evaluate:` section")])
-    split = spec.evaluate.split
+    issues = check_evaluate(spec)
+    if issues:
+        raise SpecError(issues)
+    ev = spec.evaluate
+    features = None
+    if any(baseline_views(spec, t) for t in ev.targets.values()):
+        features = BaselineFeatures(spec, data if data is not None else _load_data(spec),
+                                    ev.baseline_dim)
     return {
-        "split": split.model_dump(),
-        "targets": {name: evaluate_target(name, t, embeddings[t.entity], split, spec)
-                    for name, t in spec.evaluate.targets.items()},
+        "split": ev.split.model_dump(),
+        "baselines": {"views": ev.baselines, "dim": ev.baseline_dim},
+        "targets": {name: evaluate_target(name, t, np.asarray(embeddings[t.entity]), ev.split,
+                                          spec, features)
+                    for name, t in ev.targets.items()},
     }

@@ -95,9 +95,9 @@ def make_manager(extra: list[object] | None = None) -> pluggy.PluginManager:
         pm.load_setuptools_entrypoints("mmfuse")
     except Exception as exc:  # a broken third-party plugin must not look like an mmfuse bug
         raise PluginError(f"could not load an mmfuse plugin: {exc}") from exc
-    for plugin in extra or []:
-        pm.register(plugin)
     try:
+        for plugin in extra or []:
+            pm.register(plugin)
         pm.check_pending()
     except pluggy.PluginValidationError as exc:
         raise PluginError(str(exc)) from exc

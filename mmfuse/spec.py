@@ -48,16 +48,11 @@ class _Model(BaseModel):
 
 
 class EntitySpec(_Model):
-    """A kind of thing; its instances are the rows of its views."""
+    """A kind of thing; its instances are the rows of its views.  With neither ``ids`` nor
+    ``size`` (``{}``), the size is taken from the data of the first view that touches it."""
 
     ids: SpecPath | None = Field(None, description="text file, one instance id per line")
     size: int | None = Field(None, gt=0, description="number of instances (when no ids file)")
-
-    @model_validator(mode="after")
-    def _one_of(self) -> EntitySpec:
-        if self.ids is None and self.size is None:
-            raise ValueError("give `ids` (a file of instance ids) or `size`")
-        return self
 
 
 class TensorSpec(_Model):
@@ -95,6 +90,9 @@ class ViewSpec(_Model):
     missing: Literal["nan", "forbid"] = Field(
         "nan", description="nan: NaN cells are missing; forbid: NaN is an error"
     )
+    scale: Literal["none", "standard"] = Field(
+        "none", description="matrix views: standard scales each column to mean 0, std 1 over "
+        "its observed cells (views on very different scales then weigh alike in the loss)")
     decode_from: Literal["code", "fused"] | None = Field(
         None, description="tensor views: decode from own code (MMEDA-II) or fused z (MMEDA-I)"
     )
@@ -157,23 +155,31 @@ class TrainSpec(_Model):
 
 
 class SplitSpec(_Model):
-    test_fraction: float = Field(0.2, gt=0, lt=1)
-    seed: int = 0
-    method: Literal["random", "stratified", "position"] = "random"
+    """How instances with a target value are split into train and test."""
+
+    test_fraction: float = Field(0.2, gt=0, lt=1, description="share of instances in test")
+    seed: int = Field(0, description="seed of the random / stratified split")
+    method: Literal["random", "stratified", "position"] = Field(
+        "random", description="random | stratified (class proportions kept; multilabel: "
+        "by each instance's rarest label) | position (the last instances are the test split)")
 
 
+#: Which probe does which task.
 PROBE_TASKS = {
-    "random_forest": {"classification", "regression"},
-    "logistic": {"classification"},
+    "random_forest": {"classification", "regression", "multilabel"},
+    "logistic": {"classification", "multilabel"},
     "linear": {"regression"},
     "ridge": {"regression"},
 }
 
 
 class TargetSpec(_Model):
-    entity: str
-    path: SpecPath = Field(..., description=".npy or text file, one value per instance")
-    task: Literal["classification", "regression"]
+    """A downstream target: values of one entity predicted by a probe from its features."""
+
+    entity: str = Field(..., description="entity whose instances carry the values")
+    path: SpecPath = Field(..., description=".npy or text file, one value per instance; "
+                           "multilabel: an n × L 0/1 .npy (a row with NaN is missing)")
+    task: Literal["classification", "regression", "multilabel"]
     probe: Literal["random_forest", "logistic", "linear", "ridge"]
     params: Params
 
@@ -185,8 +191,17 @@ class TargetSpec(_Model):
 
 
 class EvaluateSpec(_Model):
+    """Probes on the learnt representations, beside the trivial floor and raw-view baselines."""
+
     split: SplitSpec = Field(default_factory=SplitSpec)
     targets: dict[str, TargetSpec] = Field(..., min_length=1)
+    baselines: Literal["auto", "none"] | list[str] = Field(
+        "auto", description="views whose raw data is probed too, as a baseline: auto (every "
+        "view touching the target's entity), none, or a list of view names; with two or more, "
+        "also `concat` (all of them joined)")
+    baseline_dim: int = Field(
+        50, gt=0, description="baseline features wider than this are reduced by a PCA fit on "
+        "the train split")
 
 
 class DatasetSpec(_Model):
@@ -201,6 +216,9 @@ Name = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_-]*$")]
 class Spec(_Model):
     name: str
     seed: int = 0
+    base_dir: SpecPath | None = Field(
+        None, description="folder that readers resolve relative params against "
+        "(default: the spec's folder; recorded so a run's resolved spec finds them)")
     dataset: DatasetSpec | None = None
     entities: dict[Name, EntitySpec] = Field(..., min_length=1)
     views: dict[Name, ViewSpec] = Field(..., min_length=1)
@@ -241,11 +259,13 @@ class SpecSource:
     file: str
     lines: dict[Loc, int] = field(default_factory=dict)
     overrides: set[Loc] = field(default_factory=set)
+    #: problems found while parsing (duplicate keys, ...), reported with validation's
+    pending: list[SpecIssue] = field(default_factory=list)
 
     def issue(self, loc: Loc, message: str) -> SpecIssue:
+        if any(loc[:n] in self.overrides for n in range(len(loc) + 1)):
+            return SpecIssue(loc, message, file="--set")
         for n in range(len(loc), -1, -1):
-            if loc[:n] in self.overrides:
-                return SpecIssue(loc, message, file="--set")
             if loc[:n] in self.lines:
                 return SpecIssue(loc, message, file=self.file, line=self.lines[loc[:n]])
         return SpecIssue(loc, message, file=self.file)
@@ -254,23 +274,38 @@ class SpecSource:
 # --------------------------------------------------------------------------- YAML → dict
 
 
-def _construct(node: yaml.Node, loc: Loc, src: SpecSource, issues: list[SpecIssue]) -> Any:
+def _construct(node: yaml.Node, loc: Loc, src: SpecSource, parents: frozenset[int]) -> Any:
+    """Plain data from a YAML node, recording the line of every key and list item."""
+    line = node.start_mark.line + 1
+    if id(node) in parents:
+        src.pending.append(SpecIssue(loc, "recursive YAML alias", src.file, line))
+        return None
+    parents = parents | {id(node)}
     if isinstance(node, yaml.MappingNode):
         out: dict[Any, Any] = {}
         for key_node, value_node in node.value:
-            key = yaml.SafeLoader.construct_scalar(_LOADER, key_node)  # keys are plain scalars
+            if not isinstance(key_node, yaml.ScalarNode):
+                msg = "keys must be plain names, not lists or mappings"
+                src.pending.append(SpecIssue(loc, msg, src.file, key_node.start_mark.line + 1))
+                continue
+            key = key_node.value
             src.lines[(*loc, key)] = key_node.start_mark.line + 1
             if key in out:
-                issues.append(src.issue((*loc, key), "duplicate key"))
-            out[key] = _construct(value_node, (*loc, key), src, issues)
+                src.pending.append(src.issue((*loc, key), "duplicate key"))
+            out[key] = _construct(value_node, (*loc, key), src, parents)
         return out
     if isinstance(node, yaml.SequenceNode):
         items = []
         for i, item in enumerate(node.value):
             src.lines[(*loc, i)] = item.start_mark.line + 1
-            items.append(_construct(item, (*loc, i), src, issues))
+            items.append(_construct(item, (*loc, i), src, parents))
         return items
-    return _LOADER.construct_object(node, deep=True)
+    try:
+        return _LOADER.construct_object(node, deep=True)
+    except yaml.YAMLError as exc:
+        problem = getattr(exc, "problem", None) or str(exc)
+        src.pending.append(SpecIssue(loc, f"malformed YAML: {problem}", src.file, line))
+        return None
 
 
 _LOADER = yaml.SafeLoader("")
@@ -285,15 +320,14 @@ def parse_yaml(text: str, file: str) -> tuple[Any, SpecSource]:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
         problem = getattr(exc, "problem", None) or str(exc)
+        context, context_mark = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+        if context and context_mark is not None:
+            problem += f" ({context} at line {context_mark.line + 1})"
         issue = SpecIssue((), f"malformed YAML: {problem}", file=file, line=line)
         raise SpecError([issue]) from None
     if node is None:
         return {}, src
-    issues: list[SpecIssue] = []
-    data = _construct(node, (), src, issues)
-    if issues:
-        raise SpecError(issues)
-    return data, src
+    return _construct(node, (), src, frozenset()), src
 
 
 def apply_override(data: dict[str, Any], assignment: str, src: SpecSource) -> None:
@@ -371,12 +405,19 @@ def _issue_from_pydantic(err: Any, src: SpecSource) -> SpecIssue:
 
 
 def validate(data: Any, src: SpecSource, base_dir: Path) -> Spec:
+    """Validate parsed data; raise one :class:`SpecError` with every parse and field issue."""
     if not isinstance(data, dict):
-        raise SpecError([src.issue((), "a spec is a YAML mapping (name:, entities:, views:, ...)")])
+        msg = "a spec is a YAML mapping (name:, entities:, views:, ...)"
+        raise SpecError([*src.pending, src.issue((), msg)])
     try:
         spec = Spec.model_validate(data, context={"base_dir": base_dir})
     except ValidationError as exc:
-        raise SpecError([_issue_from_pydantic(e, src) for e in exc.errors()]) from None
+        issues = [_issue_from_pydantic(e, src) for e in exc.errors()]
+        raise SpecError([*src.pending, *issues]) from None
+    if src.pending:
+        raise SpecError(src.pending)
+    if spec.base_dir is None:
+        spec.base_dir = base_dir.resolve()
     spec._source = src
     return spec
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import scipy.sparse as sp
 import pytest
 import torch
 
@@ -130,3 +131,35 @@ def test_an_entity_without_any_code_is_an_error(tmp_path):
                     " source: {reader: npy, path: m.npy}}\n")
     with pytest.raises(SpecError, match="entities.b: gets no code"):
         build(load_spec(spec), get_plugins())
+
+
+def test_scale_standard_gives_columns_mean_0_std_1_over_observed_cells(multiview):
+    built = build(load_spec(multiview, ["views.text.scale=standard",
+                                        "views.ratings.scale=standard"]), get_plugins())
+    text, _ = built.data.views["text"].rows(np.arange(48))
+    assert np.allclose(text.mean(axis=0), 0, atol=1e-5) and np.allclose(text.std(axis=0), 1)
+    ratings = built.data.views["ratings"]
+    values, mask = ratings.rows(np.arange(32))
+    for j in range(48):
+        observed = values[mask[:, j], j]
+        if len(observed) > 1:
+            assert abs(observed.mean()) < 1e-5 and abs(observed.std() - 1) < 1e-4
+    assert (values[~mask] == 0).all()
+    cols, cmask = ratings.cols(np.array([3, 0]))
+    assert np.array_equal(cols, values[:, [3, 0]].T) and np.array_equal(cmask, mask[:, [3, 0]].T)
+
+
+def test_embedding_new_instances_applies_the_same_scaling(multiview, tmp_path):
+    from mmfuse.api import embed_new, load_trained
+    from mmfuse.run import RunDir
+
+    spec = load_spec(multiview, ["views.text.scale=standard", "train.epochs=1"])
+    train(spec, tmp_path / "run")
+    built = load_trained(RunDir(tmp_path / "run"))
+    data = multiview.parent
+    ratings = sp.load_npz(data / "ratings.npz").toarray()
+    keep = sp.load_npz(data / "ratings.npz").toarray() != 0
+    z = embed_new(built, "book", {"cover": np.load(data / "covers.npy"),
+                                  "text": np.load(data / "text.npy"),
+                                  "ratings": np.where(keep, ratings, np.nan).T})
+    assert np.allclose(z, np.load(tmp_path / "run" / "embeddings" / "book.npy"), atol=1e-5)

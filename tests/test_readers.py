@@ -66,6 +66,20 @@ def test_images_reader_keeps_aspect_pads_and_aligns_by_id(tmp_path):
     assert len(cached) == 1
     again = reader("images")(folder, {"size": 16}, ctx(tmp_path, ["b2", "b1", "b3"]))
     assert np.array_equal(again.data, out.data)
+    assert list((folder / ".mmfuse-cache").glob("*.npy")) == cached  # the cache was reused
+
+
+def test_images_reader_composites_transparency_on_white(tmp_path):
+    folder = tmp_path / "emoji"
+    folder.mkdir()
+    img = Image.new("RGBA", (16, 16), (0, 0, 0, 0))
+    img.putpixel((8, 8), (255, 0, 0, 255))
+    img.save(folder / "e1.png")
+    out = reader("images")(folder, {"size": 16}, ctx(tmp_path, ["e1"]))
+    assert out.data[0, :, 0, 0].tolist() == [255, 255, 255]  # transparent → white
+    assert out.data[0, :, 8, 8].tolist() == [255, 0, 0]
+    rgba = reader("images")(folder, {"size": 16, "mode": "RGBA"}, ctx(tmp_path, ["e1"]))
+    assert rgba.data.shape == (1, 4, 16, 16) and rgba.data[0, 3, 0, 0] == 0
 
 
 def test_images_reader_refuses_a_missing_image(tmp_path):

@@ -14,7 +14,7 @@ from rich.logging import RichHandler
 from typer.core import TyperGroup
 
 from mmfuse import __version__
-from mmfuse.cli import data, inspect, results, train
+from mmfuse.cli import bench, data, inspect, results, train
 from mmfuse.cli.render import err_console
 from mmfuse.errors import MmfuseError, SpecError
 
@@ -33,14 +33,16 @@ class ErrorHandlingGroup(TyperGroup):
             if debug:
                 raise
             for issue in exc.issues:
-                err_console.print(str(issue), style="red", markup=False, highlight=False)
+                err_console.print(str(issue), style="red", markup=False, highlight=False,
+                                  soft_wrap=True)
             n = len(exc.issues)
             err_console.print(f"{n} problem{'s' * (n != 1)} in the spec", style="bold red")
             raise typer.Exit(exc.exit_code) from None
         except MmfuseError as exc:
             if debug:
                 raise
-            err_console.print(f"error: {exc}", style="red", markup=False, highlight=False)
+            err_console.print(f"error: {exc}", style="red", markup=False, highlight=False,
+                              soft_wrap=True)
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
             err_console.print("interrupted", style="yellow")
@@ -85,6 +87,7 @@ def _main(
 train.register(app)
 inspect.register(app)
 results.register(app)
+bench.register(app)
 app.add_typer(data.app, name="data")
 data.register_datasets()
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from rich.console import Console
+from rich.console import Console, Group
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -58,16 +58,43 @@ class ProgressBar(Callback):
         self.progress.stop()
 
 
-def evaluation_table(result: Mapping[str, Any]) -> Table:
-    """One row per target: probe metrics beside the trivial floor."""
-    table = Table(title="evaluation (test split)", title_justify="left")
-    for col in ("target", "probe", "metric", "score", "trivial floor"):
-        table.add_column(col, justify="right" if col in ("score", "trivial floor") else "left")
-    for name, r in result["targets"].items():
-        first = True
-        for metric, value in r["metrics"].items():
-            table.add_row(name if first else "", r["probe"] if first else "", metric,
-                          f"{value:.4f}", f"{r['floor'][metric]:.4f}")
-            first = False
-        table.add_section()
+LOWER_IS_BETTER = {"mse"}
+
+
+def _feature_rows(r: Mapping[str, Any]) -> list[tuple[str, Mapping[str, float]]]:
+    """(label, metrics) of the learnt representation, the floor, and each baseline."""
+    rows = [("learnt", r["metrics"]), ("trivial floor", r["floor"])]
+    rows += [(f"raw {name}" if name != "concat" else "raw concat (all views)", m)
+             for name, m in r.get("baselines", {}).items()]
+    return rows
+
+
+def _target_table(name: str, r: Mapping[str, Any]) -> Table:
+    """One target: a row per feature set (learnt, floor, baselines), a column per metric."""
+    caption = f"{r['n_train']} train / {r['n_test']} test"
+    if "labels" in r:
+        labels = r["labels"]
+        caption += f"; {labels['n_scored']} of {labels['n_labels']} labels scored (test positives)"
+    table = Table(title=f"{name}: {r['task']}, probe {r['probe']}", title_justify="left",
+                  caption=caption, caption_justify="left")
+    table.add_column("features")
+    metrics = list(r["metrics"])
+    for metric in metrics:
+        table.add_column(metric, justify="right")
+    rows = _feature_rows(r)
+    best = {m: (min if m in LOWER_IS_BETTER else max)(row[m] for _, row in rows)
+            for m in metrics}
+    for label, values in rows:
+        cells = [f"[bold]{values[m]:.4f}[/bold]" if values[m] == best[m] else f"{values[m]:.4f}"
+                 for m in metrics]
+        table.add_row(label, *cells)
+        if label == "trivial floor" and len(rows) > 2:
+            table.add_section()
     return table
+
+
+def evaluation_table(result: Mapping[str, Any]) -> Group:
+    """Per target (test split): the probe on the learnt representation beside the trivial
+    floor and the raw-view baselines; the best value of each metric in bold."""
+    tables = [_target_table(name, r) for name, r in result["targets"].items()]
+    return Group(*(part for t in tables for part in ("", t)))

@@ -1,5 +1,7 @@
 """Built-in readers: ``npy`` (memory-mapped), ``npz`` (scipy sparse, missing cells masked),
-``images`` (a folder + id list → uint8 tensor) and ``word2vec`` (averaged token vectors)."""
+``images`` (a folder + id list → uint8 tensor) and the text featurizers ``word2vec``
+(averaged token vectors trained on the documents), ``glove`` (averaged pretrained GloVe 6B
+vectors) and ``tfidf`` (tf-idf reduced by a truncated SVD)."""
 
 from __future__ import annotations
 
@@ -7,8 +9,10 @@ from mmfuse import hookimpl
 from mmfuse.plugins import Register
 
 from .arrays import read_npy, read_npz
+from .glove import read_glove
 from .images import read_images
 from .text import read_word2vec
+from .tfidf import read_tfidf
 
 
 @hookimpl
@@ -17,3 +21,5 @@ def mmfuse_register_readers(register: Register) -> None:
     register.add("npz", read_npz)
     register.add("images", read_images)
     register.add("word2vec", read_word2vec)
+    register.add("glove", read_glove)
+    register.add("tfidf", read_tfidf)

@@ -16,6 +16,8 @@ def _ids(params: Mapping[str, Any], key: str, ctx: ReadContext) -> list[str] | N
     """Optional ``row_ids`` / ``col_ids`` files: the order the data's rows/columns are in."""
     if key not in params:
         return None
+    if not isinstance(params[key], str):
+        raise ValueError(f"params.{key} must be a file path; got {params[key]!r}")
     path = Path(params[key])
     path = path if path.is_absolute() else ctx.spec_dir / path
     return [line.rstrip("\r\n") for line in path.read_text(encoding="utf-8").splitlines() if line]
@@ -35,6 +37,9 @@ def read_npy(path: Path | None, params: Mapping[str, Any], ctx: ReadContext) -> 
     """
     path = _require(path)
     data = np.load(path, mmap_mode="r" if params.get("mmap", True) else None, allow_pickle=False)
+    if not isinstance(data, np.ndarray):
+        data.close()
+        raise ValueError(f"{path.name} is not a .npy array (an .npz archive? use reader npz)")
     return ViewArray(data=data, row_ids=_ids(params, "row_ids", ctx),
                      col_ids=_ids(params, "col_ids", ctx), info={"file": str(path)})
 
@@ -45,8 +50,12 @@ def read_npz(path: Path | None, params: Mapping[str, Any], ctx: ReadContext) -> 
     path = _require(path)
     try:
         data: Any = sp.load_npz(path)
-    except ValueError:
-        with np.load(path, allow_pickle=False) as archive:
+    except (ValueError, TypeError):
+        loaded = np.load(path, allow_pickle=False)
+        if isinstance(loaded, np.ndarray):
+            msg = f"{path.name} is a .npy array, not an .npz archive: use reader npy"
+            raise ValueError(msg) from None
+        with loaded as archive:
             key = params.get("key") or archive.files[0]
             if key not in archive.files:
                 msg = f"no array {key!r} in {path.name}; it has {archive.files}"

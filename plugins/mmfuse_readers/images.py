@@ -17,7 +17,8 @@ EXTENSIONS = ("", ".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp")
 CHANNELS = {"RGB": 3, "L": 1, "RGBA": 4}
 
 
-def _find(folder: Path, name: str, names: set[str]) -> Path | None:
+def find_image(folder: Path, name: str, names: set[str]) -> Path | None:
+    """The file of instance ``name`` in ``folder`` (whose file names are ``names``)."""
     for ext in EXTENSIONS:
         if name + ext in names:
             return folder / (name + ext)
@@ -25,8 +26,13 @@ def _find(folder: Path, name: str, names: set[str]) -> Path | None:
 
 
 def load_image(path: Path, size: tuple[int, int], mode: str) -> np.ndarray:
-    """One image as ``C × H × W`` uint8: aspect kept, padded with black, never cropped."""
+    """One image as ``C × H × W`` uint8: aspect kept, padded with black, never cropped.
+    Transparent pixels are composited on white when the mode has no alpha channel."""
     with Image.open(path) as img:
+        if mode != "RGBA" and (img.mode in ("RGBA", "LA") or "transparency" in img.info):
+            rgba = img.convert("RGBA")
+            white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+            img = Image.alpha_composite(white, rgba)
         img = ImageOps.pad(img.convert(mode), (size[1], size[0]), color=0)
         arr = np.asarray(img, dtype=np.uint8)
     return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
@@ -52,7 +58,7 @@ def read_images(path: Path | None, params: Mapping[str, Any], ctx: ReadContext) 
     if mode not in CHANNELS:
         raise ValueError(f"mode {mode!r}; known: {', '.join(CHANNELS)}")
     names = {p.name for p in path.iterdir()}
-    files = [_find(path, i, names) for i in ids]
+    files = [find_image(path, i, names) for i in ids]
     missing = [i for i, f in zip(ids, files, strict=True) if f is None]
     if missing:
         raise ValueError(f"no image for {len(missing)} of {len(ids)} ids in {path} "
