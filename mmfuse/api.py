@@ -20,7 +20,7 @@ import torch
 
 import mmfuse
 from mmfuse.build import Built, build, count_parameters
-from mmfuse.data import MatrixData
+from mmfuse.data import Data, MatrixData
 from mmfuse.errors import DataError, MmfuseError
 from mmfuse.evaluate import evaluate_embeddings
 from mmfuse.model import Batch
@@ -53,6 +53,7 @@ def _manifest(built: Built, trainer: Trainer, started: float, status: str) -> di
         "spec_digest": spec.digest(),
         "seed": spec.seed,
         "device": str(built.device),
+        "cpu_threads": torch.get_num_threads(),
         "versions": {"mmfuse": mmfuse.__version__, "torch": torch.__version__,
                      "numpy": np.__version__, "python": platform.python_version()},
         "dataset": data.dataset_message,
@@ -95,16 +96,19 @@ def train(spec: Spec, out: Path | str | None = None, *, resume: bool = False,
         run.write_embeddings(entity, embed_all(built, entity), built.data.ids[entity])
     evaluation = None
     if evaluate and spec.evaluate is not None:
-        evaluation = evaluate_run(run, spec)
+        evaluation = evaluate_run(run, spec, built.data)
     run.write_manifest(_manifest(built, trainer, started, "done"))
     return TrainResult(run, built, trainer, evaluation)
 
 
-def evaluate_run(run: RunDir, spec: Spec | None = None) -> dict[str, Any]:
-    """Probe the run's embeddings on the spec's targets; writes ``evaluation.json``."""
+def evaluate_run(run: RunDir, spec: Spec | None = None, data: Data | None = None
+                 ) -> dict[str, Any]:
+    """Probe the run's embeddings on the spec's targets (beside the floor and raw-view
+    baselines, read from ``data`` or loaded); writes ``evaluation.json``."""
     spec = spec or run.read_spec()
     entities = {t.entity for t in spec.evaluate.targets.values()} if spec.evaluate else set()
-    result = evaluate_embeddings(spec, {e: run.read_embeddings(e)[0] for e in entities})
+    embeddings = {e: run.read_embeddings(e)[0] for e in entities}
+    result = evaluate_embeddings(spec, embeddings, data=data)
     run.write_evaluation(result)
     return result
 

@@ -67,9 +67,24 @@ def build(spec: Spec, plugins: Plugins, device: str | None = None) -> Built:
     shapes = {name: tuple(v.shape) for name, v in data.views.items()}
     plan = make_plan(spec, graph, shapes)
     dev = resolve_device(device or spec.train.device)
+    if spec.train.threads:
+        torch.set_num_threads(spec.train.threads)
     seed_everything(spec.seed)
-    model = FusionModel(spec, plan, plugins, data.sizes).to(dev)
+    model = FusionModel(spec, plan, plugins, data.sizes)
+    init_factor_bias(model, data)
+    model = model.to(dev)
     return Built(spec, graph, data, plan, model, Batcher(spec, data, plan, dev), dev)
+
+
+def init_factor_bias(model: FusionModel, data: Data) -> None:
+    """Start each factor term's intercept at the link-scale mean of its observed cells
+    (e.g. the logit of a sparse network's density), where a likelihood says how."""
+    with torch.no_grad():
+        for view, bias in model.factor_bias.items():
+            inverse = getattr(model.likelihoods[view], "inverse_link", None)
+            if inverse is not None:
+                mean = data.views[view].observed_mean()  # type: ignore[union-attr]
+                bias.fill_(float(inverse(mean)))
 
 
 def describe_model(built: Built) -> str:

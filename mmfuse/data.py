@@ -56,6 +56,16 @@ class MatrixData:
         self.center: np.ndarray | None = None  # per-column mean and std (``scale: standard``)
         self.spread: np.ndarray | None = None
 
+    def observed_mean(self) -> float:
+        """Mean of the observed cells (one streaming pass; after scaling, if any)."""
+        total = count = 0.0
+        for start in range(0, self.shape[0], CHUNK):
+            values, mask = self._take(0, np.arange(start, min(start + CHUNK, self.shape[0])))
+            total += float(values.sum(dtype=np.float64)) if mask is None else float(
+                values[mask].sum(dtype=np.float64))
+            count += values.size if mask is None else int(mask.sum())
+        return total / max(count, 1.0)
+
     def standardize(self) -> None:
         """Scale every column to mean 0, std 1 over its observed cells (one streaming pass);
         every later ``rows``/``cols`` returns scaled values, missing cells stay 0."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import networkx as nx
 
 from mmfuse.errors import SpecError, SpecIssue
+from mmfuse.evaluate import check_evaluate
 from mmfuse.plugins import Plugins
 from mmfuse.spec import Spec
 
@@ -42,6 +43,7 @@ def _reference_issues(spec: Spec, plugins: Plugins | None) -> list[SpecIssue]:
         if not v.is_tensor and v.decode_from is not None:
             issues.append(spec.issue(("views", vname, "decode_from"), "only tensor views decode"))
     check_entity(("train", "primary"), spec.train.primary)
+    issues += check_evaluate(spec)
     for ename in spec.train.entity_batch:
         check_entity(("train", "entity_batch", ename), ename)
     if spec.evaluate:

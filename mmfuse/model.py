@@ -4,7 +4,7 @@ For a matrix view ``v`` (rows ``r``, columns ``c``)::
 
     h_row = f_v(X[i, :])      X'  = g_v(h_row)          (row autoencoder)
     h_col = f~_v(X[:, j])     X2' = g~_v(h_col)         (column autoencoder)
-    X''[i, j] = link_v(z_r(i) · z_c(j))                 (factor term)
+    X''[i, j] = link_v(z_r(i) · z_c(j) + b_v)           (factor term, with an intercept)
 
 for a tensor view ``t``: ``h = f_t(T[i])``, ``T' = g_t(h)`` (or ``g_t(z_r(i))``, MMEDA-I), and
 for every entity ``z_e(i) = F_e([h_1(i) ‖ h_2(i) ‖ …])`` over every code of ``e``.
@@ -140,6 +140,10 @@ class FusionModel(nn.Module):
         self.entity_codecs = nn.ModuleDict()  # dcmf: entity → autoencoder over its matrix sides
         self.free = nn.ModuleDict()  # cmf: entity → embedding table
         self.fusion = nn.ModuleDict()
+        # an intercept per factor term: a sparse 0/1 view needs a negative logit that dot
+        # products of representations alone reach poorly (e.g. a protein network)
+        self.factor_bias = nn.ParameterDict(
+            {v: nn.Parameter(torch.zeros(())) for v in plan.factors})
         self.code_widths: dict[Key, int] = {}
 
         def build(key: Key, enc: EncoderSpec, width: int, decode: bool, shape=None) -> nn.Module:
@@ -258,7 +262,7 @@ class FusionModel(nn.Module):
                 start += width
         for view, (target, mask) in batch.blocks.items():
             r, c = self.view_entities[view]
-            pred = zs[r] @ zs[c].T  # (b_r, b_c)
+            pred = zs[r] @ zs[c].T + self.factor_bias[view]  # (b_r, b_c)
             terms[f"{view}.factor"] = self._nll(view, pred, target, mask)
         return terms
 

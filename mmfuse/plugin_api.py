@@ -101,6 +101,9 @@ class Likelihood(Protocol):
         """Map a prediction to the data scale (identity, sigmoid, exp, ...)."""
         ...
 
+    # Optional: ``inverse_link(mean: float) -> float``, the natural parameter of a data-scale
+    # mean; mmfuse starts each factor term's intercept there.
+
 
 @runtime_checkable
 class Dataset(Protocol):

@@ -151,6 +151,9 @@ class TrainSpec(_Model):
     device: str = Field("auto", pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$")
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     compile: bool = False
+    threads: int | None = Field(
+        None, ge=1, description="CPU threads for torch (default: torch's choice); results are "
+        "repeatable to the bit only for the same thread count")
     callbacks: list[str] = Field(default_factory=list)
 
 
@@ -170,6 +173,7 @@ PROBE_TASKS = {
     "logistic": {"classification", "multilabel"},
     "linear": {"regression"},
     "ridge": {"regression"},
+    "mlp": {"classification", "regression"},
 }
 
 
@@ -180,7 +184,7 @@ class TargetSpec(_Model):
     path: SpecPath = Field(..., description=".npy or text file, one value per instance; "
                            "multilabel: an n × L 0/1 .npy (a row with NaN is missing)")
     task: Literal["classification", "regression", "multilabel"]
-    probe: Literal["random_forest", "logistic", "linear", "ridge"]
+    probe: Literal["random_forest", "logistic", "linear", "ridge", "mlp"]
     params: Params
 
     @model_validator(mode="after")
@@ -243,7 +247,8 @@ class Spec(_Model):
         """Hash of what a checkpoint depends on (not epochs, stopping rule, device, evaluation)."""
         d = self.dump()
         d.pop("evaluate", None)
-        for key in ("epochs", "tol", "patience", "device", "precision", "compile", "callbacks"):
+        for key in ("epochs", "tol", "patience", "device", "precision", "compile", "callbacks",
+                    "threads"):
             d["train"].pop(key, None)
         return _hash(d)
 

@@ -19,7 +19,8 @@ def test_quick_bench_writes_report_results_and_plots(tmp_path):
     shutil.copy(REPO / "specs" / "goodreads.yaml", spec)
     out = tmp_path / "bench"
     args = ["bench", "--dataset", "goodreads", "--spec", str(spec), "--quick", "--seeds", "2",
-            "--methods", "mmeda2,convae_mf,pretrained_mf_resnet18,cmf_efficientnet_lite0",
+            "--methods", "mmeda2,convae_mf,pretrained_mf_resnet18,cmf_efficientnet_lite0,"
+            "mlp_efficientnet_lite0,cmfrec_efficientnet_lite0",
             "--set", "dataset.params.n_books=80", "--set", "train.epochs=1",
             "--set", "evaluate.baseline_dim=8", "--out", str(out)]
     result = CliRunner().invoke(app, args)
@@ -32,6 +33,10 @@ def test_quick_bench_writes_report_results_and_plots(tmp_path):
     assert {"raw_cover", "raw_description", "raw_concat"} <= set(rows)
     assert "resnet18-f37072fd.pth is missing" in rows["pretrained_mf_resnet18"]["skipped"]
     assert rows["mmeda2"]["resources"]["train_seconds"]["mean"] > 0
+    for name in ("cmf_efficientnet_lite0", "mlp_efficientnet_lite0",
+                 "cmfrec_efficientnet_lite0"):
+        assert rows[name]["skipped"] is None, rows[name]["skipped"]
+        assert rows[name]["targets"]["genre"]["f1"]["n"] == 2
     report = (out / "report.md").read_text()
     assert "SYNTHETIC" in report
     assert "published (paper, not measured)" in report and "f1 0.7727" in report

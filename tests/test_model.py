@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
-import scipy.sparse as sp
 import pytest
+import scipy.sparse as sp
 import torch
 
 from mmfuse.api import train
@@ -163,3 +163,15 @@ def test_embedding_new_instances_applies_the_same_scaling(multiview, tmp_path):
                                   "text": np.load(data / "text.npy"),
                                   "ratings": np.where(keep, ratings, np.nan).T})
     assert np.allclose(z, np.load(tmp_path / "run" / "embeddings" / "book.npy"), atol=1e-5)
+
+
+def test_factor_intercept_starts_at_the_link_scale_mean_of_observed_cells(tmp_path):
+    rng = np.random.default_rng(0)
+    net = (rng.random((40, 40)) < 0.1).astype(np.float32)
+    np.save(tmp_path / "net.npy", net)
+    spec = tmp_path / "s.yaml"
+    spec.write_text("name: s\nentities: {g: {size: 40}}\nviews:\n  net: {rows: g, cols: g, "
+                    "likelihood: bernoulli, source: {reader: npy, path: net.npy}}\n")
+    built = build(load_spec(spec), get_plugins())
+    p = net.mean()
+    assert built.model.factor_bias["net"].item() == pytest.approx(np.log(p / (1 - p)), rel=1e-5)

@@ -105,8 +105,8 @@ def test_unknown_key_in_flow_mapping_and_at_top_level(tmp_path):
     path = write(tmp_path, text)
     assert rendered(spec_error(load_spec, path), path) == [
         "spec.yaml:9 views.v.source.bogus: unknown key; known: reader, path, params",
-        "spec.yaml:10 colour: unknown key; known: name, seed, base_dir, dataset, entities, views, model, "
-        "train, evaluate",
+        "spec.yaml:10 colour: unknown key; known: name, seed, base_dir, dataset, entities, "
+        "views, model, train, evaluate",
     ]
 
 

@@ -75,11 +75,10 @@ def write_report(result: BenchResult, out: Path, command: str) -> dict[str, Any]
 def render_markdown(result: BenchResult, rows: dict[str, Any], published: dict[str, Any],
                     command: str, plots: list[str]) -> str:
     spec = result.spec
+    quick = "  \nQuick mode: few epochs, a smoke test, not for conclusions." if result.quick else ""
     lines = [f"# mmfuse bench: {result.dataset}", "",
              f"Command: `{command}`  ", f"Seeds: {len(result.seeds)} "
-             f"(mean ± sample std over seeds; model seed and split seed both vary)"
-             + ("  \nQuick mode: few epochs, for a smoke test — not for conclusions." if result.quick
-                else ""), "",
+             f"(mean ± sample std over seeds; model seed and split seed both vary){quick}", "",
              f"Data: {result.dataset_message or spec.name}", ""]
     for target, t in spec.evaluate.targets.items():
         metric_names = sorted({m for r in rows.values() for m in r["targets"].get(target, {})})
@@ -89,7 +88,7 @@ def render_markdown(result: BenchResult, rows: dict[str, Any], published: dict[s
             header.append("published (paper, not measured)")
         lines += [f"## {target}: {t.task}, probe `{t.probe}` {dict(t.params) or ''}", "",
                   "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        for name, row in rows.items():
+        for row in rows.values():
             if row["skipped"]:
                 continue
             metrics = row["targets"].get(target)
@@ -103,7 +102,7 @@ def render_markdown(result: BenchResult, rows: dict[str, Any], published: dict[s
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
     lines += ["## Cost", "", "| method | train s | samples/s | peak RSS MiB |", "|---|---|---|---|"]
-    for name, row in rows.items():
+    for row in rows.values():
         res = row["resources"]
         if row["skipped"] or not res:
             continue

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import threading
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,7 +81,7 @@ def _supervised_spec(spec: Spec, seed: int) -> Spec:
     """The spec's targets with the supervised MLP as every probe (multilabel excluded)."""
     targets = {name: {**t.model_dump(mode="json"), "probe": "mlp",
                       "params": {"hidden_layer_sizes": [100], "random_state": seed,
-                                 "max_iter": 500, "early_stopping": True}}
+                                 "early_stopping": True}}
                for name, t in spec.evaluate.targets.items() if t.task != "multilabel"}
     ev = {**spec.evaluate.model_dump(mode="json"), "targets": targets, "baselines": "none"}
     return variant(spec, [], {"evaluate": ev})

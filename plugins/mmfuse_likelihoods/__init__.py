@@ -5,6 +5,8 @@ Each loss is the mean over observed cells only (``mask`` True), so missing cells
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -28,6 +30,9 @@ class Gaussian:
     def link(self, pred):
         return pred
 
+    def inverse_link(self, mean: float) -> float:
+        return mean
+
 
 class Bernoulli:
     """Binary cross-entropy on logits; sigmoid link.  Targets in [0, 1]."""
@@ -39,6 +44,10 @@ class Bernoulli:
     def link(self, pred):
         return torch.sigmoid(pred)
 
+    def inverse_link(self, mean: float) -> float:
+        p = min(max(mean, 1e-6), 1 - 1e-6)
+        return math.log(p / (1 - p))
+
 
 class Poisson:
     """Poisson negative log-likelihood on the log rate; exp link.  Counts ≥ 0."""
@@ -49,6 +58,9 @@ class Poisson:
 
     def link(self, pred):
         return torch.exp(pred)
+
+    def inverse_link(self, mean: float) -> float:
+        return math.log(max(mean, 1e-6))
 
 
 @hookimpl
