@@ -38,31 +38,41 @@ def load_image(path: Path, size: tuple[int, int], mode: str) -> np.ndarray:
     return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
 
 
+def image_ids(ids_param: str | None, ctx: ReadContext) -> list[str]:
+    """The images' ids: the ``ids`` param (a file, one per line) or the row entity's ids."""
+    if ids_param is not None:
+        path = Path(ids_param)
+        path = path if path.is_absolute() else ctx.spec_dir / path
+        return [s for s in path.read_text(encoding="utf-8").splitlines() if s]
+    if ctx.row_ids is not None:
+        return list(ctx.row_ids)
+    raise ValueError("needs the ids of its images: params.ids or an `ids` file on the entity")
+
+
+def image_files(folder: Path, ids: list[str]) -> list[Path]:
+    """The file of every id in ``folder``; a missing one is an error, never filled in."""
+    names = {p.name for p in folder.iterdir()}
+    files = [find_image(folder, i, names) for i in ids]
+    missing = [i for i, f in zip(ids, files, strict=True) if f is None]
+    if missing:
+        raise ValueError(f"no image for {len(missing)} of {len(ids)} ids in {folder} "
+                         f"(first: {', '.join(missing[:5])})")
+    return files  # type: ignore[return-value]
+
+
 def read_images(path: Path | None, params: Mapping[str, Any], ctx: ReadContext) -> ViewArray:
     """params: ``ids`` (file of ids, one per line; default: the row entity's ids), ``size``
     (int or [H, W], default 64), ``mode`` (RGB | L | RGBA, default RGB).  Files are named by id,
     with or without an image extension.  A missing image is an error, never filled in."""
     if path is None or not path.is_dir():
         raise ValueError(f"needs `path`: a folder of images; got {path}")
-    if "ids" in params:
-        ids_path = Path(params["ids"])
-        ids_path = ids_path if ids_path.is_absolute() else ctx.spec_dir / ids_path
-        ids = [s for s in ids_path.read_text(encoding="utf-8").splitlines() if s]
-    elif ctx.row_ids is not None:
-        ids = ctx.row_ids
-    else:
-        raise ValueError("needs the ids of its images: params.ids or an `ids` file on the entity")
+    ids = image_ids(params.get("ids"), ctx)
     size = params.get("size", 64)
     size = (int(size), int(size)) if isinstance(size, int) else (int(size[0]), int(size[1]))
     mode = params.get("mode", "RGB")
     if mode not in CHANNELS:
         raise ValueError(f"mode {mode!r}; known: {', '.join(CHANNELS)}")
-    names = {p.name for p in path.iterdir()}
-    files = [find_image(path, i, names) for i in ids]
-    missing = [i for i, f in zip(ids, files, strict=True) if f is None]
-    if missing:
-        raise ValueError(f"no image for {len(missing)} of {len(ids)} ids in {path} "
-                         f"(first: {', '.join(missing[:5])})")
+    files = image_files(path, ids)
 
     def compute() -> np.ndarray:
         out = np.empty((len(ids), CHANNELS[mode], *size), dtype=np.uint8)

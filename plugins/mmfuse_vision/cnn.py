@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from mmfuse_readers.images import find_image, load_image
+from mmfuse_readers.images import image_files, image_ids, load_image
 
 from mmfuse.cache import cached_array, fingerprint
 from mmfuse.plugin_api import ReadContext, ViewArray
@@ -85,27 +85,10 @@ def _device_problems(device: Any) -> list[str]:
     return []
 
 
-def _ids(params: Mapping[str, Any], ctx: ReadContext) -> list[str]:
-    """The images' ids: ``params.ids`` (a file, one per line) or the row entity's ids."""
-    if params["ids"] is not None:
-        path = Path(params["ids"])
-        path = path if path.is_absolute() else ctx.spec_dir / path
-        return [s for s in path.read_text(encoding="utf-8").splitlines() if s]
-    if ctx.row_ids is not None:
-        return list(ctx.row_ids)
-    raise ValueError("needs the ids of its images: params.ids or an `ids` file on the entity")
-
-
 def folder_images(folder: Path, ids: list[str], size: int) -> Images:
     """Images named by id, each letterboxed (never cut) to ``size × size`` RGB as the
     ``images`` reader does; the weights' transform then resizes and centre-crops."""
-    names = {p.name for p in folder.iterdir()}
-    files = [find_image(folder, i, names) for i in ids]
-    missing = [i for i, f in zip(ids, files, strict=True) if f is None]
-    if missing:
-        raise ValueError(f"no image for {len(missing)} of {len(ids)} ids in {folder} "
-                         f"(first: {', '.join(missing[:5])})")
-    found = [f for f in files if f is not None]
+    found = image_files(folder, ids)
 
     def batch(start: int, stop: int) -> np.ndarray:
         return np.stack([load_image(f, (size, size), "RGB") for f in found[start:stop]])
@@ -172,7 +155,7 @@ def read_cnn(path: Path | None, params: Mapping[str, Any], ctx: ReadContext) -> 
     p = check_params(params)
     spec = net_spec(p["model"], pretrained=p["weights"] == "pretrained")
     if path is not None and path.is_dir():
-        images = folder_images(path, _ids(p, ctx), spec.preprocess.resize)
+        images = folder_images(path, image_ids(p["ids"], ctx), spec.preprocess.resize)
     elif path is not None and path.is_file() and path.suffix == ".npy":
         images = npy_images(path)
     else:
