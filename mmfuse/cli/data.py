@@ -22,7 +22,7 @@ prepare_app = typer.Typer(help="Prepare (or check) a dataset's folder.", no_args
 app.add_typer(prepare_app, name="prepare")
 
 
-def _generic(name: str, dataset: Any):
+def _generic(name: str, dataset: Any, plugin: str):
     def prepare(
         out: Annotated[Path, typer.Option(help="Folder to prepare.")],
         param: Annotated[list[str] | None, typer.Option(
@@ -40,12 +40,13 @@ def _generic(name: str, dataset: Any):
             raise MmfuseError(str(exc)) from None
         console.print(message, highlight=False)
 
-    prepare.__doc__ = f"Prepare the {name!r} dataset (plugin {name})."
+    prepare.__doc__ = f"Prepare the {name!r} dataset (plugin {plugin})."
     return prepare
 
 
 def register_datasets() -> None:
     """One ``prepare`` sub-command per registered dataset."""
     for entry in get_plugins().datasets.entries.values():
-        command = getattr(entry.obj, "prepare_command", None) or _generic(entry.name, entry.obj)
+        command = (getattr(entry.obj, "prepare_command", None)
+                   or _generic(entry.name, entry.obj, entry.plugin))
         prepare_app.command(entry.name, help=(command.__doc__ or "").strip() or None)(command)
