@@ -101,6 +101,10 @@ def render_markdown(result: BenchResult, rows: dict[str, Any], published: dict[s
                 cells.append(f"{key} {pub[key]:.4f}" if key in pub else "")
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
+    if any(r["label"].startswith("supervised") for r in rows.values() if not r["skipped"]):
+        lines += ["The supervised MLP rows are the MLP's own test predictions (trained on the "
+                  "train split's labels, the paper's baseline), so they repeat under every probe "
+                  "of a target; their time is the MLP's fit over all targets.", ""]
     lines += ["## Cost", "", "| method | train s | samples/s | peak RSS MiB |", "|---|---|---|---|"]
     for row in rows.values():
         res = row["resources"]
