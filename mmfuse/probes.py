@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 from sklearn.base import BaseEstimator
+from sklearn.compose import TransformedTargetRegressor
 from sklearn.dummy import DummyClassifier, DummyRegressor
 from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
 from sklearn.linear_model import LinearRegression, LogisticRegression, Ridge
@@ -68,9 +69,11 @@ def make_probe(target: TargetSpec) -> BaseEstimator:
             return make_pipeline(StandardScaler(), LogisticRegression(**{"max_iter": 2000, **p}))
         if target.probe == "ridge":
             return make_pipeline(StandardScaler(), Ridge(**p))
-        if target.probe == "mlp":
-            mlp = (MLPClassifier if classify else MLPRegressor)(**{"max_iter": 500, **p})
-            return make_pipeline(StandardScaler(), mlp)
+        if target.probe == "mlp" and classify:
+            return make_pipeline(StandardScaler(), MLPClassifier(**{"max_iter": 500, **p}))
+        if target.probe == "mlp":  # the regression target is standardised too
+            mlp = make_pipeline(StandardScaler(), MLPRegressor(**{"max_iter": 500, **p}))
+            return TransformedTargetRegressor(regressor=mlp, transformer=StandardScaler())
         return LinearRegression(**p)
     except TypeError as exc:
         raise ValueError(f"probe {target.probe!r}: {exc}") from None

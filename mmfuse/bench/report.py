@@ -113,10 +113,13 @@ def render_markdown(result: BenchResult, rows: dict[str, Any], published: dict[s
         lines.append(f"| {row['label']} | {_cell(res.get('train_seconds'), '.1f')} | "
                      f"{_cell(res.get('samples_per_second'), '.0f')} | "
                      f"{_cell(res.get('peak_rss_mib'), '.0f')} |")
-    skipped = [(r["label"], r["skipped"]) for r in rows.values() if r["skipped"]]
-    if skipped:
+    reasons: dict[str, list[str]] = {}
+    for r in rows.values():
+        if r["skipped"]:
+            reasons.setdefault(r["skipped"], []).append(r["label"])
+    if reasons:
         lines += ["", "## Rows not run", ""]
-        lines += [f"- {label}: {why}" for label, why in skipped]
+        lines += [f"- {'; '.join(labels)}: {why}" for why, labels in reasons.items()]
     if plots:
         lines += ["", "## Plots", ""] + [f"![{p}]({p})" for p in plots]
     return "\n".join(lines) + "\n"
