@@ -405,7 +405,8 @@ def test_third_party_plugin_is_listed_and_trains(tiny_installed, tmp_path):
     assert manifest["data"]["readers"]["m"] == {"reader": "tiny_csv"}
     # two linear autoencoders (5→4→5 rows, 12→4→12 columns); one code per entity, width d:
     # identity fusion
-    assert manifest["model"]["parameters"] == (5 * 4 + 4 + 4 * 5 + 5) + (12 * 4 + 4 + 4 * 12 + 12)
+    row_ae, col_ae, factor_intercept = 5 * 4 + 4 + 4 * 5 + 5, 12 * 4 + 4 + 4 * 12 + 12, 1
+    assert manifest["model"]["parameters"] == row_ae + col_ae + factor_intercept
     assert np.load(run / "embeddings" / "a.npy").shape == (12, 4)
     assert np.load(run / "embeddings" / "b.npy").shape == (5, 4)
 
