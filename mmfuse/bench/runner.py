@@ -137,7 +137,8 @@ def run_bench(dataset: str, *, methods: Sequence[str] | None = None, seeds: int 
             row["runs"].append({
                 "seed": seed, "train_seconds": round(output.train_seconds, 3),
                 "samples_per_second": (output.instances / output.train_seconds
-                                       if output.train_seconds > 0 else None),
+                                       if output.train_seconds > 0 and output.instances
+                                       else None),
                 "peak_rss_mib": round(mem.peak, 1),
                 "targets": {n: t["metrics"] for n, t in evaluation["targets"].items()}})
             if not baselines_done and not output.supervised:
