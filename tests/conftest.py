@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import textwrap
 from pathlib import Path
 
@@ -89,3 +90,20 @@ def write_multiview(root: Path, *, n_book=48, n_user=32, n_word=24, seed=0) -> P
 @pytest.fixture
 def multiview(tmp_path) -> Path:
     return write_multiview(tmp_path / "data")
+
+
+def plugin_rows(output: str) -> dict[str, tuple[str, str]]:
+    """name → (kind, plugin) from the `mmfuse plugins` table."""
+    rows = {}
+    for line in output.splitlines():
+        cells = [c.strip() for c in re.split(r"[│|┃]", line)]
+        cells = [c for c in cells if c]
+        if len(cells) == 3 and cells != ["kind", "name", "plugin"]:
+            rows[cells[1]] = (cells[0], cells[2])
+    return rows
+
+
+@pytest.fixture
+def read_plugin_table():
+    """The parser of the `mmfuse plugins` table (shared by the CLI and plugin tests)."""
+    return plugin_rows

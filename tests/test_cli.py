@@ -230,22 +230,10 @@ def test_graph_dot_has_one_edge_per_view_entity_edge(multiview):
     assert out.count("{") == out.count("}")
 
 
-def plugin_rows(output: str) -> dict[str, tuple[str, str]]:
-    """name → (kind, plugin) from the `mmfuse plugins` table."""
-    rows = {}
-    for line in output.splitlines():
-        cells = [c.strip() for c in re.split(r"[│|┃]", line)]
-        cells = [c for c in cells if c]
-        if len(cells) == 3 and cells != ["kind", "name", "plugin"]:
-            kind, name, plugin = cells
-            rows[name] = (kind, plugin)
-    return rows
-
-
-def test_plugins_lists_builtins_with_their_plugin():
+def test_plugins_lists_builtins_with_their_plugin(read_plugin_table):
     result = invoke("plugins")
     assert result.exit_code == 0, result.output
-    rows = plugin_rows(result.output)
+    rows = read_plugin_table(result.output)
     expected = {
         "dense": ("encoder", "encoders"), "conv": ("encoder", "encoders"),
         "npy": ("reader", "readers"), "npz": ("reader", "readers"),

@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib
 import inspect
 import json
-import re
 import subprocess
 import sys
 import types
@@ -49,15 +48,7 @@ def invoke(*args):
     return CliRunner().invoke(app, [str(a) for a in args])
 
 
-def plugin_rows(output: str) -> dict[str, tuple[str, str]]:
-    """name → (kind, plugin) from the `mmfuse plugins` table."""
-    rows = {}
-    for line in output.splitlines():
-        cells = [c.strip() for c in re.split(r"[│|┃]", line)]
-        cells = [c for c in cells if c]
-        if len(cells) == 3 and cells != ["kind", "name", "plugin"]:
-            rows[cells[1]] = (cells[0], cells[2])
-    return rows
+
 
 
 # --------------------------------------------------------------------------- names
@@ -381,10 +372,10 @@ def tiny_installed(tmp_path):
     assert "tiny_linear" not in get_plugins().encoders  # uninstalled: gone again
 
 
-def test_third_party_plugin_is_listed_and_trains(tiny_installed, tmp_path):
+def test_third_party_plugin_is_listed_and_trains(tiny_installed, tmp_path, read_plugin_table):
     result = invoke("plugins")
     assert result.exit_code == 0, result.output
-    rows = plugin_rows(result.output)
+    rows = read_plugin_table(result.output)
     assert rows["tiny_linear"] == ("encoder", "tiny")
     assert rows["tiny_csv"] == ("reader", "tiny")
     assert rows["dense"] == ("encoder", "encoders")
