@@ -45,10 +45,13 @@ def bench_command(
                            seeds=seeds, quick=quick, out=out, overrides=list(set_ or []),
                            spec_path=spec, on_progress=on_progress)
     write_report(result, out, command)
+    reasons: dict[str, list[str]] = {}
     for name, row in result.rows.items():
         if row["skipped"]:
-            err_console.print(f"skipped {name}: {row['skipped']}", style="yellow", markup=False,
-                              highlight=False, soft_wrap=True)
+            reasons.setdefault(row["skipped"], []).append(name)
+    for why, names in reasons.items():
+        err_console.print(f"not run: {', '.join(names)}: {why}", style="yellow", markup=False,
+                          highlight=False, soft_wrap=True)
     console.print(f"report: {out / 'report.md'}", highlight=False)
 
 
