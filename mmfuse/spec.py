@@ -151,6 +151,9 @@ class TrainSpec(_Model):
     device: str = Field("auto", pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$")
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     compile: bool = False
+    balance: bool = Field(
+        False, description="divide each loss term by its running mean, so views on very "
+        "different scales pull alike (the reported loss stays the plain sum)")
     threads: int | None = Field(
         None, ge=1, description="CPU threads for torch (default: torch's choice); results are "
         "repeatable to the bit only for the same thread count")

@@ -55,6 +55,7 @@ class Trainer:
         self.epoch = 0  # epochs completed
         self.stalled = 0  # consecutive epochs with relative change under tol
         self.converged = False
+        self.term_scale: dict[str, float] = {}  # running mean of each term (train.balance)
         self.step_fn = self._compiled_step() if self.spec.train.compile else self._step
 
     # ------------------------------------------------------------------ state
@@ -68,6 +69,7 @@ class Trainer:
             "converged": self.converged,
             "history": self.history,
             "torch_rng": torch.get_rng_state(),
+            "term_scale": dict(self.term_scale),
             "spec_digest": self.spec.digest_model(),
         }
 
@@ -82,6 +84,7 @@ class Trainer:
         self.converged = bool(state["converged"])
         self.history = list(state["history"])
         torch.set_rng_state(state["torch_rng"])
+        self.term_scale = dict(state.get("term_scale", {}))
 
     def resume(self) -> None:
         self.load_state_dict(self.run.load_checkpoint(self.built.device))
@@ -100,10 +103,22 @@ class Trainer:
         with self._autocast():
             terms = self.model(batch)
         loss = torch.stack([t.float() for t in terms.values()]).sum()
+        objective = self._balanced(terms) if self.spec.train.balance else loss
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        objective.backward()
         self.optimizer.step()
         return {"loss": loss.detach(), **{k: v.detach() for k, v in terms.items()}}
+
+    def _balanced(self, terms: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Each term divided by its running mean (``train.balance``): every term then pulls
+        with the same relative strength, whatever the scale of its view's data."""
+        out = []
+        for name, term in terms.items():
+            value = float(term.detach())
+            previous = self.term_scale.get(name, value)
+            self.term_scale[name] = 0.9 * previous + 0.1 * value
+            out.append(term.float() / max(self.term_scale[name], 1e-12))
+        return torch.stack(out).sum()
 
     def _compiled_step(self):
         self.model = torch.compile(self.built.model)  # type: ignore[assignment]

@@ -19,7 +19,7 @@ def test_quick_bench_writes_report_results_and_plots(tmp_path):
     shutil.copy(REPO / "specs" / "goodreads.yaml", spec)
     out = tmp_path / "bench"
     args = ["bench", "--dataset", "goodreads", "--spec", str(spec), "--quick", "--seeds", "2",
-            "--methods", "mmeda2,convae_mf,pretrained_mf_resnet18,cmf_efficientnet_lite0,"
+            "--methods", "best,mmeda2,convae_mf,pretrained_mf_resnet18,cmf_efficientnet_lite0,"
             "mlp_efficientnet_lite0,cmfrec_efficientnet_lite0",
             "--set", "dataset.params.n_books=80", "--set", "train.epochs=1",
             "--set", "evaluate.baseline_dim=8", "--out", str(out)]
@@ -28,6 +28,8 @@ def test_quick_bench_writes_report_results_and_plots(tmp_path):
     results = json.loads((out / "results.json").read_text())
     rows = results["rows"]
     assert rows["mmeda2"]["targets"]["genre"]["accuracy"]["n"] == 2  # two seeds
+    assert rows["best"]["skipped"] is None and rows["best"]["targets"]["genre"]["f1"]["n"] == 2
+    assert rows["best"]["targets"]["rating"] != rows["mmeda2"]["targets"]["rating"]
     assert rows["convae_mf"]["targets"]["rating"]["mse"]["n"] == 2
     assert rows["floor"]["targets"]["genre"]["recall"]["mean"] == 1.0  # majority is fiction
     assert {"raw_cover", "raw_description", "raw_concat"} <= set(rows)

@@ -85,3 +85,16 @@ def test_loss_decreases_and_run_folder_is_complete(multiview, tmp_path):
     assert set(result.evaluation["targets"]) == {"label", "score"}
     label = result.evaluation["targets"]["label"]
     assert set(label["metrics"]) == set(label["floor"]) == {"f1", "accuracy", "precision", "recall"}
+
+
+def test_balanced_terms_resume_to_the_bit_and_change_the_training(multiview, tmp_path):
+    sets = ["train.epochs=3", "train.balance=true"]
+    full = train(load_spec(multiview, sets), tmp_path / "full")
+    assert set(full.trainer.term_scale) == {k for k in full.trainer.history[0]
+                                            if k not in ("epoch", "loss", "seconds")}
+    with pytest.raises(KeyboardInterrupt):
+        train(load_spec(multiview, sets), tmp_path / "cut", callbacks=[KillAfter(1)])
+    train(load_spec(multiview, sets), tmp_path / "cut", resume=True)
+    assert np.array_equal(embeddings(tmp_path / "full"), embeddings(tmp_path / "cut"))
+    plain = train(load_spec(multiview, ["train.epochs=3"]), tmp_path / "plain")
+    assert plain.trainer.history[-1]["loss"] != full.trainer.history[-1]["loss"]
