@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from mmfuse.api import train
+from mmfuse.data import Data, load_data
 from mmfuse.errors import SpecError
 from mmfuse.plugins import Plugins
 from mmfuse.spec import Spec, SpecSource, apply_override, validate
@@ -66,12 +68,24 @@ def variant(spec: Spec, changes: list[str], replace: dict[str, Any] | None = Non
     return validate(data, src, spec.base_dir or Path.cwd())
 
 
+def _skip(exc: SpecError) -> Skip:
+    """A row whose spec variant cannot be built here is skipped with the spec's own words."""
+    return Skip("; ".join(i.message for i in exc.issues))
+
+
+def _load(ctx: Context, spec: Spec) -> Data:
+    try:
+        return load_data(spec, ctx.plugins)
+    except SpecError as exc:
+        raise _skip(exc) from None
+
+
 def _train(ctx: Context, spec: Spec, name: str) -> Output:
     try:
         result = train(spec, ctx.workdir / f"{name}-seed{ctx.seed}", plugins=ctx.plugins,
                        evaluate=False)
     except SpecError as exc:
-        raise Skip("; ".join(i.message for i in exc.issues)) from None
+        raise _skip(exc) from None
     t = result.trainer
     ctx.histories[name] = t.history
     run = result.run
@@ -161,13 +175,8 @@ def mlp_features(cnn: str) -> Callable[[Context], Output]:
     """[matrix rows ‖ CNN features] of the evaluated entity, for the supervised MLP probe."""
 
     def run(ctx: Context) -> Output:
-        from mmfuse.data import load_data
-
         spec = cnn_variant(ctx.spec, cnn)
-        try:
-            data = load_data(spec, ctx.plugins)
-        except SpecError as exc:
-            raise Skip("; ".join(i.message for i in exc.issues)) from None
+        data = _load(ctx, spec)
         feats: dict[str, np.ndarray] = {}
         for entity, n in data.sizes.items():
             parts = [data.views[v].rows(np.arange(n))[0] for v, s in spec.views.items()
@@ -188,24 +197,16 @@ def cmfrec_row(cnn: str) -> Callable[[Context], Output]:
             import cmfrec
         except ImportError:
             raise Skip("cmfrec is not installed (pip install cmfrec)") from None
-        from mmfuse.data import load_data
-
         spec = cnn_variant(ctx.spec, cnn)
-        try:
-            data = load_data(spec, ctx.plugins)
-        except SpecError as exc:
-            raise Skip("; ".join(i.message for i in exc.issues)) from None
-        tensors = set(tensor_views(ctx.spec))
-        entity = spec.views[sorted(tensors)[0]].rows
+        data = _load(ctx, spec)
+        side = tensor_views(ctx.spec)  # the featurized tensor views, in spec order
+        entity = spec.views[side[0]].rows
         n = data.sizes[entity]
-        side = [v for v in tensors]
-        main = [v for v, s in spec.views.items() if s.rows == entity and v not in tensors]
+        main = [v for v, s in spec.views.items() if s.rows == entity and v not in side]
         if not main:
             raise Skip("no matrix view besides the featurized tensor")
         x = data.views[main[0]].rows(np.arange(n))[0]
         u = np.concatenate([data.views[v].rows(np.arange(n))[0] for v in side], axis=1)
-        import time
-
         start = time.perf_counter()
         model = cmfrec.CMF(k=ctx.spec.model.dim, random_state=ctx.seed, verbose=False)
         model.fit(X=x, U=u)
