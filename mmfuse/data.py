@@ -26,6 +26,15 @@ log = logging.getLogger(__name__)
 CHUNK = 4096  # rows per chunk when scanning a whole array
 
 
+def sorted_order(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``idx`` sorted (memory maps read sorted indices fastest) and the permutation that
+    puts what was read back in the order of ``idx``."""
+    order = np.argsort(idx, kind="stable")
+    inverse = np.empty_like(order)
+    inverse[order] = np.arange(len(idx))
+    return idx[order], inverse
+
+
 def _as_float(block: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
     """float32 values with missing (NaN) cells set to 0, and the observed mask (None: all)."""
     values = np.asarray(block, dtype=np.float32)
@@ -115,10 +124,7 @@ class MatrixData:
             values = (self._csr[idx] if axis == 0 else self._csc[:, idx].T).toarray()
             pattern = (self._pattern_csr[idx] if axis == 0 else self._pattern_csc[:, idx].T)
             return values.astype(np.float32), pattern.toarray()
-        order = np.argsort(idx, kind="stable")  # memory maps read sorted indices fastest
-        inverse = np.empty_like(order)
-        inverse[order] = np.arange(len(idx))
-        sorted_idx = idx[order]
+        sorted_idx, inverse = sorted_order(idx)
         block = self._dense[sorted_idx] if axis == 0 else self._dense[:, sorted_idx].T
         block = np.asarray(block)[inverse]
         values, mask = _as_float(block)
@@ -166,10 +172,8 @@ class TensorData:
         self.dtype = array.dtype
 
     def take(self, idx: np.ndarray) -> np.ndarray:
-        order = np.argsort(idx, kind="stable")
-        inverse = np.empty_like(order)
-        inverse[order] = np.arange(len(idx))
-        return np.asarray(self._array[idx[order]])[inverse]
+        sorted_idx, inverse = sorted_order(idx)
+        return np.asarray(self._array[sorted_idx])[inverse]
 
 
 @dataclass
