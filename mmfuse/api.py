@@ -16,11 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 
 import mmfuse
 from mmfuse.build import Built, build, count_parameters
-from mmfuse.data import Data, MatrixData
+from mmfuse.batching import sparse_to_device
+from mmfuse.data import Data, MatrixData, SparseRows
 from mmfuse.errors import DataError, MmfuseError
 from mmfuse.evaluate import evaluate_embeddings
 from mmfuse.model import Batch
@@ -58,14 +60,17 @@ def _manifest(built: Built, trainer: Trainer, started: float, status: str) -> di
                      "numpy": np.__version__, "python": platform.python_version()},
         "dataset": data.dataset_message,
         "data": {"entities": data.sizes, "views": data.shapes(), "readers": data.info},
-        "model": {"preset": built.plan.preset, "parameters": count_parameters(built.model),
-                  "terms": built.plan.terms},
+        "model": {"preset": built.plan.preset.name,
+                  "parameters": count_parameters(built.model),
+                  "terms": built.plan.terms, "sparse_sides": sorted(
+                      f"{v}:{r}" for v, r in built.plan.sparse), "notes": list(built.plan.notes)},
         "training": {
             "epochs_run": trainer.epoch, "converged": trainer.converged,
             "final_loss": trainer.history[-1]["loss"] if trainer.history else None,
             "seconds_total": round(time.time() - started, 2),
             "seconds_per_epoch": [h["seconds"] for h in trainer.history],
             "steps_per_epoch": built.batcher.steps_per_epoch(),
+            "primary": built.batcher.primary,
         },
         "written": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
@@ -130,9 +135,11 @@ def embed_new(built: Built, entity: str, arrays: Mapping[str, np.ndarray]) -> np
     ``arrays`` maps each view that gives ``entity`` a code to the new instances' data in that
     view's input space: rows (n × n_cols) where the entity is the row entity, columns
     (n × n_rows) where it is the column entity, tensors (n × *shape) for tensor views.
+    Matrix data is a dense array (NaN cells missing) or a scipy sparse matrix (cells not
+    stored are missing, stored zeros observed).
     """
     plan = built.plan
-    if plan.preset == "cmf":
+    if plan.preset.codes == "free":
         raise DataError("preset cmf learns free embeddings: it cannot embed new instances")
     keys = plan.codes[entity]
     needed = {view for view, _ in keys}
@@ -141,7 +148,7 @@ def embed_new(built: Built, entity: str, arrays: Mapping[str, np.ndarray]) -> np
         raise DataError(f"entity {entity!r} needs data for views {sorted(needed)}"
                         + (f"; missing {sorted(missing)}" if missing else "")
                         + (f"; not used: {sorted(extra)}" if extra else ""))
-    n = {len(a) for a in arrays.values()}
+    n = {a.shape[0] for a in arrays.values()}
     if len(n) != 1:
         raise DataError(f"the --data arrays have different numbers of instances: {sorted(n)}")
     count = n.pop()
@@ -151,16 +158,36 @@ def embed_new(built: Built, entity: str, arrays: Mapping[str, np.ndarray]) -> np
         if role == "col" and plan.column_mode[view] in ("embedding", "sketch"):
             raise DataError(f"view {view!r} has `columns: {plan.column_mode[view]}`: new "
                             "columns cannot be encoded")
-        array = np.asarray(arrays[view])
+        array = arrays[view]
         want = plan.in_shapes[key]
         if tuple(array.shape[1:]) != want:
             raise DataError(f"view {view!r}: data has shape {list(array.shape)}; expected "
                             f"[n, {', '.join(map(str, want))}]")
         store = built.data.views[view]
+        if sp.issparse(array):  # stored cells are observed; the others missing
+            if not isinstance(store, MatrixData):
+                raise DataError(f"view {view!r} is a tensor view: give a dense array")
+            csr = sp.csr_array(array, dtype=np.float32)
+            if key not in plan.sparse:
+                array = np.full(csr.shape, np.nan, dtype=np.float32)
+                rows = np.repeat(np.arange(csr.shape[0]), np.diff(csr.indptr))
+                array[rows, csr.indices] = csr.data
+            else:
+                part = store.scale_new_rows(
+                    SparseRows(csr.indptr, csr.indices, csr.data, csr.shape[1]), role)
+                batch.sides[key] = sparse_to_device(part, torch.device("cpu"))
+                continue
+        array = np.asarray(array)
         if array.dtype != np.uint8:
             array = array.astype(np.float32)
             if isinstance(store, MatrixData):
                 array = store.scale_new(array, role)
+        if key in plan.sparse:  # NaN cells are missing: the stored cells are the rest
+            rows, cols = np.nonzero(~np.isnan(array))
+            indptr = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=count))])
+            part = SparseRows(indptr, cols, array[rows, cols], array.shape[1])
+            batch.sides[key] = sparse_to_device(part, torch.device("cpu"))
+            continue
         values = array if array.dtype == np.uint8 else np.nan_to_num(array)
         t = torch.from_numpy(np.ascontiguousarray(values))
         batch.sides[key] = t.float().div_(255.0) if t.dtype == torch.uint8 else t

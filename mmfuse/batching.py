@@ -1,22 +1,31 @@
-"""Batches: which instances of each entity a step takes, and the view slices they select.
+"""Batches: which instances and which observed cells a step takes, and the inputs they need.
 
-One step takes one batch of instances per entity.  The epoch runs over a permutation of the
-primary entity; every other entity walks through its own permutation (entities no larger
-than their batch are taken whole).  A matrix view then gives ``X[I_r, :]``, ``X[:, I_c]ᵀ``
-and the block ``X[I_r, I_c]``.  Permutations derive from (seed, epoch), so a resumed run
-draws exactly the batches the uninterrupted one would have.
+The epoch runs over the primary: an entity (a permutation of its instances, ``batch_size``
+a step) or a sparse matrix view (a permutation of its stored cells, ``cell_batch`` a step);
+by default whichever of them takes the most steps.
+Every other entity walks through its own permutation (entities no larger than their batch
+are taken whole), and every other sparse view through its own cells, so that each sparse
+view's cells are all visited once per epoch.  An entity's instances in a step are its own
+batch plus every instance that the step's cells touch.
+
+Cells per matrix view: a dense view scores the block of the step's rows × columns (its
+observed cells); a sparse view scores its drawn cells, plus, where the view says so
+(bernoulli views by default), sampled negatives: unobserved cells taken as 0, one column of
+the step's column instances per negative.  Permutations and negatives derive from (seed,
+epoch, step), so a resumed run draws exactly the batches the uninterrupted one would have.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Iterator
 
 import numpy as np
 import torch
 
-from mmfuse.data import Data, MatrixData, TensorData
-from mmfuse.model import Batch, Plan
+from mmfuse.data import Data, MatrixData, SparseRows, TensorData
+from mmfuse.model import Batch, Cells, Plan
 from mmfuse.spec import Spec
 
 
@@ -28,46 +37,124 @@ def to_device(array: np.ndarray, device: torch.device) -> torch.Tensor:
     return t if t.dtype == torch.bool else t.float()
 
 
+def sparse_to_device(rows: SparseRows, device: torch.device) -> torch.Tensor:
+    """CSR parts → a ``torch.sparse_csr`` tensor (b, width) of float32 on the device."""
+    crow = torch.from_numpy(np.asarray(rows.indptr, dtype=np.int64))
+    col = torch.from_numpy(np.asarray(rows.indices, dtype=np.int64))
+    values = torch.from_numpy(np.asarray(rows.values, dtype=np.float32))
+    with warnings.catch_warnings():  # "sparse CSR support is in beta": we use its basics
+        warnings.simplefilter("ignore", UserWarning)
+        t = torch.sparse_csr_tensor(crow, col, values, size=(len(rows), rows.width),
+                                    check_invariants=False)
+    return t.to(device)
+
+
+def default_primary(spec: Spec, data: Data, batch_sizes: dict[str, int]) -> str:
+    """What takes the most steps to visit once: a sparse view (its stored cells, ``cell_batch``
+    a step) or an entity (its instances, its batch a step); a view wins a tie."""
+    steps = {v: math.ceil(d.nnz / spec.train.cell_batch) for v, d in data.views.items()
+             if isinstance(d, MatrixData) and d.sparse}
+    for e, n in data.sizes.items():
+        steps.setdefault(e, math.ceil(n / batch_sizes[e]))
+    return max(steps, key=lambda k: steps[k])
+
+
 class Batcher:
     def __init__(self, spec: Spec, data: Data, plan: Plan, device: torch.device):
         self.spec, self.data, self.plan, self.device = spec, data, plan, device
         sizes = data.sizes
-        self.primary = spec.train.primary or max(sizes, key=lambda e: sizes[e])
         self.batch_sizes = {
             e: min(n, spec.train.entity_batch.get(e, spec.train.batch_size))
             for e, n in sizes.items()
         }
+        self.primary = spec.train.primary or default_primary(spec, data, self.batch_sizes)
         self.inputs = plan.inputs()
         self.sketches = {
             v: data.views[v].sketch(spec.views[v].sketch_dim, spec.seed)  # (n_c, s)
             for v, mode in plan.column_mode.items()
             if mode == "sketch" and (v, "col") in self.inputs
         }
+        self.sparse_views = [v for v in plan.column_mode if v in plan.sparse_views]
+        self.nnz = {v: data.views[v].nnz for v in self.sparse_views}
+        self.negatives = {v: self._negative_rate(v) for v in self.sparse_views}
+
+    def _negative_rate(self, view: str) -> float:
+        rate = self.spec.views[view].negatives
+        if rate is None:
+            rate = 1.0 if self.spec.views[view].likelihood == "bernoulli" else 0.0
+        return float(rate)
+
+    # ------------------------------------------------------------------ sizes
+
+    @property
+    def primary_is_view(self) -> bool:
+        return self.primary in self.spec.views
 
     def steps_per_epoch(self) -> int:
+        if self.primary_is_view:
+            return max(1, math.ceil(self.nnz[self.primary] / self.spec.train.cell_batch))
         return math.ceil(self.data.sizes[self.primary] / self.batch_sizes[self.primary])
+
+    def cells_per_step(self, view: str) -> int:
+        """Cells a step draws from a sparse view (all of them once per epoch)."""
+        if view == self.primary:
+            return min(self.spec.train.cell_batch, self.nnz[view])
+        return min(math.ceil(self.nnz[view] / self.steps_per_epoch()), self.nnz[view])
+
+    # ------------------------------------------------------------------ epochs
 
     def epoch(self, epoch: int) -> Iterator[Batch]:
         sizes = self.data.sizes
+        seed = self.spec.seed
         perms = {
-            e: np.random.default_rng([self.spec.seed, epoch, i]).permutation(n)
+            e: np.random.default_rng([seed, epoch, i]).permutation(n)
             for i, (e, n) in enumerate(sizes.items())
         }
-        bp = self.batch_sizes[self.primary]
+        cell_perms = {
+            v: np.random.default_rng([seed, epoch, 1000 + i]).permutation(
+                np.arange(self.nnz[v], dtype=np.int64 if self.nnz[v] >= 2**31 else np.int32))
+            for i, v in enumerate(self.sparse_views)
+        }
+        entity_primary = not self.primary_is_view
         for step in range(self.steps_per_epoch()):
             idx = {}
             for e, n in sizes.items():
                 b = self.batch_sizes[e]
-                if e == self.primary:
-                    idx[e] = perms[e][step * bp : (step + 1) * bp]
+                if entity_primary and e == self.primary:
+                    idx[e] = perms[e][step * b : (step + 1) * b]
                 elif b >= n:
                     idx[e] = np.arange(n)
                 else:
                     idx[e] = perms[e][(step * b + np.arange(b)) % n]
-            yield self.make(idx)
+            draws = {}
+            for v in self.sparse_views:
+                m, n = self.cells_per_step(v), self.nnz[v]
+                if v == self.primary:
+                    positions = cell_perms[v][step * m : (step + 1) * m]
+                else:
+                    positions = cell_perms[v][(step * m + np.arange(m)) % n]
+                draws[v] = self.data.views[v].cells(np.sort(positions))
+            rng = np.random.default_rng([seed, epoch, step, 7])
+            yield self.make(self.touched(idx, draws), draws, rng)
 
-    def make(self, idx: dict[str, np.ndarray]) -> Batch:
-        """The batch for these instances; only views touching an entity in ``idx`` are read."""
+    def touched(self, idx: dict[str, np.ndarray], draws) -> dict[str, np.ndarray]:
+        """Each entity's batch plus the instances its views' drawn cells touch (sorted)."""
+        extra: dict[str, list[np.ndarray]] = {}
+        for v, (rows, cols, _) in draws.items():
+            vspec = self.spec.views[v]
+            extra.setdefault(vspec.rows, []).append(rows)
+            extra.setdefault(vspec.cols, []).append(cols)
+        out = dict(idx)
+        for e, parts in extra.items():
+            out[e] = np.unique(np.concatenate([np.asarray(idx[e]), *parts]))
+        return out
+
+    # ------------------------------------------------------------------ one batch
+
+    def make(self, idx: dict[str, np.ndarray], draws=None,
+             rng: np.random.Generator | None = None) -> Batch:
+        """The batch for these instances (and these drawn cells of sparse views); only views
+        touching an entity in ``idx`` are read.  Without ``draws`` (embedding), no cells."""
         dev = self.device
         batch = Batch(idx={e: torch.from_numpy(np.asarray(i)).to(dev) for e, i in idx.items()})
         rows_cache: dict[str, tuple[np.ndarray, np.ndarray | None]] = {}
@@ -77,29 +164,64 @@ class Batcher:
             if entity not in idx:
                 continue
             store = self.data.views[view]
+            key = (view, role)
             if role == "tensor":
                 assert isinstance(store, TensorData)
                 values, mask = store.take(idx[entity]), None
             elif role == "col" and view in self.sketches:
                 values, mask = self.sketches[view][idx[entity]], None
+            elif key in self.plan.sparse:
+                assert isinstance(store, MatrixData)
+                part = (store.sparse_rows if role == "row" else store.sparse_cols)(idx[entity])
+                batch.sides[key] = sparse_to_device(part, dev)
+                continue
             else:
                 assert isinstance(store, MatrixData)
                 values, mask = store.rows(idx[entity]) if role == "row" else store.cols(idx[entity])
                 if role == "row":
                     rows_cache[view] = (values, mask)
-            batch.sides[(view, role)] = to_device(values, dev)
-            batch.masks[(view, role)] = None if mask is None else to_device(mask, dev)
-        for view in self.plan.factors:
-            vspec = self.spec.views[view]
-            if vspec.rows not in idx or vspec.cols not in idx:
+            batch.sides[key] = to_device(values, dev)
+            batch.masks[key] = None if mask is None else to_device(mask, dev)
+        if draws is None:
+            return batch
+        for view, vspec in self.spec.views.items():
+            if vspec.is_tensor or vspec.rows not in idx or vspec.cols not in idx:
                 continue
-            values, mask = rows_cache.get(view) or self.data.views[view].rows(idx[vspec.rows])
-            ci = idx[vspec.cols]
-            batch.blocks[view] = (
-                to_device(values[:, ci], dev),
-                None if mask is None else to_device(mask[:, ci], dev),
-            )
+            if view in draws:
+                cells = self._drawn_cells(view, idx, draws[view], rng)
+            elif view in self.plan.factors:
+                cells = self._block_cells(view, idx, rows_cache.get(view))
+            else:
+                continue
+            batch.cells[view] = Cells(*(torch.from_numpy(a).to(dev) for a in cells))
         return batch
+
+    def _block_cells(self, view, idx, rows=None):
+        """The observed cells of a dense view's block ``I_r × I_c``."""
+        vspec = self.spec.views[view]
+        values, mask = rows or self.data.views[view].rows(idx[vspec.rows])
+        ci = idx[vspec.cols]
+        block = values[:, ci]
+        if mask is None:
+            r, c = np.divmod(np.arange(block.size, dtype=np.int64), len(ci))
+            return r, c, block.reshape(-1).astype(np.float32)
+        r, c = np.nonzero(mask[:, ci])
+        return r.astype(np.int64), c.astype(np.int64), block[r, c].astype(np.float32)
+
+    def _drawn_cells(self, view, idx, drawn, rng):
+        """A sparse view's drawn cells as positions in the step's instances, plus negatives."""
+        vspec = self.spec.views[view]
+        rows, cols, values = drawn
+        r = np.searchsorted(idx[vspec.rows], rows)
+        c = np.searchsorted(idx[vspec.cols], cols)
+        values = np.asarray(values, dtype=np.float32)
+        k = int(round(self.negatives[view] * len(values)))
+        if k and rng is not None:
+            r_neg = r[rng.integers(0, len(r), k)]
+            c_neg = rng.integers(0, len(idx[vspec.cols]), k)
+            r, c = np.concatenate([r, r_neg]), np.concatenate([c, c_neg])
+            values = np.concatenate([values, np.zeros(k, dtype=np.float32)])
+        return r.astype(np.int64), c.astype(np.int64), values
 
     def chunks(self, entity: str, size: int = 256) -> Iterator[Batch]:
         """Batches of one entity, in order, for embedding every instance."""

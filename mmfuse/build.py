@@ -4,19 +4,20 @@ from __future__ import annotations
 
 import logging
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import networkx as nx
 import numpy as np
 import torch
 
 from mmfuse.batching import Batcher
-from mmfuse.data import Data, load_data
-from mmfuse.errors import MmfuseError
+from mmfuse.data import Data, MatrixData, load_data
+from mmfuse.errors import MmfuseError, SpecError, SpecIssue
 from mmfuse.graph import build_graph
-from mmfuse.model import FusionModel, Plan, make_plan
+from mmfuse.model import WIDE, Codecs, FusionModel, Key, Plan, free_table, make_plan
+from mmfuse.plugin_api import ViewSide, accepted_inputs
 from mmfuse.plugins import Plugins
-from mmfuse.spec import Spec
+from mmfuse.spec import EncoderSpec, Spec
 
 log = logging.getLogger(__name__)
 
@@ -65,15 +66,115 @@ def build(spec: Spec, plugins: Plugins, device: str | None = None) -> Built:
     graph = build_graph(spec, plugins)
     data = load_data(spec, plugins)
     shapes = {name: tuple(v.shape) for name, v in data.views.items()}
-    plan = make_plan(spec, graph, shapes)
+    sparse_views = frozenset(v for v, d in data.views.items()
+                             if isinstance(d, MatrixData) and d.sparse)
+    plan = make_plan(spec, graph, shapes, sparse_views)
+    for note in plan.notes:
+        log.warning(note)
     dev = resolve_device(device or spec.train.device)
     if spec.train.threads:
         torch.set_num_threads(spec.train.threads)
     seed_everything(spec.seed)
-    model = FusionModel(spec, plan, plugins, data.sizes)
+    codecs, plan = build_codecs(spec, plan, plugins, data.sizes)
+    model = FusionModel(
+        plan, codecs,
+        likelihoods={v: plugins.likelihoods.get(s.likelihood) for v, s in spec.views.items()},
+        weights={v: s.weight for v, s in spec.views.items()},
+        view_entities={v: (s.rows, s.cols) for v, s in spec.views.items() if s.cols},
+        dim=spec.model.dim, fusion_hidden=list(spec.model.fusion_hidden))
     init_factor_bias(model, data)
     model = model.to(dev)
     return Built(spec, graph, data, plan, model, Batcher(spec, data, plan, dev), dev)
+
+
+def build_codecs(spec: Spec, plan: Plan, plugins: Plugins, sizes: dict[str, int]
+                 ) -> tuple[Codecs, Plan]:
+    """Every encoder the plan needs, chosen by the spec or the plugins; the plan comes back
+    with the sides whose encoder takes sparse rows.  Raises :class:`SpecError`."""
+    d = spec.model.dim
+    k = spec.model.code_dim or d
+    codecs = Codecs({}, {}, {}, {})
+    sparse: set[Key] = set()
+    issues: list[SpecIssue] = []
+
+    def make(key: Key, enc: EncoderSpec, width: int, decode: bool, shape=None):
+        view, role = key
+        shape = shape or plan.in_shapes[key]
+        is_sparse = view in plan.sparse_views and role in ("row", "col") and not (
+            role == "col" and plan.column_mode[view] == "sketch")
+        field_ = "col_encoder" if role == "col" else "encoder"
+        loc = ("views", view, field_) if view in spec.views else ("model", "entity_encoder")
+        side = ViewSide(view=view, side=role, in_shape=shape, spec=spec.views.get(view),
+                        input="sparse" if is_sparse else "dense")
+        name = enc.type
+        if name == "auto":
+            name = plugins.manager.hook.mmfuse_default_encoder(view=side)
+            if name is None:
+                issues.append(spec.issue(loc, f"no plugin picks an encoder for {role} inputs "
+                                         f"of shape {list(shape)}; name one"))
+                return None
+        factory = plugins.encoders.get(name)
+        kinds = accepted_inputs(factory)
+        if is_sparse and "sparse" not in kinds:
+            if shape[0] > WIDE:
+                issues.append(spec.issue(loc, f"encoder {name!r} takes dense inputs, and the "
+                                         f"{role}s of sparse view {view!r} are {shape[0]:,} "
+                                         f"wide (over {WIDE:,}): use encoder 'sparse' (or "
+                                         "auto), which reads only the stored cells"))
+                return None
+            is_sparse = False  # densified: small enough
+        elif not is_sparse and "dense" not in kinds:
+            issues.append(spec.issue(loc, f"encoder {name!r} takes sparse rows only; this "
+                                     f"{role} side of {view!r} is dense"))
+            return None
+        try:
+            module = factory(shape, width, decode=decode, **enc.params)
+        except (TypeError, ValueError) as exc:
+            issues.append(spec.issue(loc, f"encoder {name!r}: {exc}"))
+            return None
+        if is_sparse:
+            sparse.add(key)
+        return module
+
+    if plan.preset.codes == "free":
+        for ename, n in sizes.items():
+            codecs.free[ename] = free_table(n, d)
+        return codecs, plan
+    if plan.preset.codes == "entity":
+        for ename, keys in plan.codes.items():
+            for view, role in keys:
+                if view in plan.sparse_views and plan.in_shapes[(view, role)][0] > WIDE:
+                    msg = (f"preset 'dcmf' joins every side of {ename!r} into one dense "
+                           f"input; the {role}s of sparse view {view!r} are too wide "
+                           f"({plan.in_shapes[(view, role)][0]:,}): use mmeda2 or cmf")
+                    issues.append(spec.issue(("model", "preset"), msg))
+            width = sum(plan.in_shapes[key][0] for key in keys)
+            decode = any(plan.term(*key) for key in keys)
+            module = make((ename, "entity"), spec.model.entity_encoder, d, decode, (width,))
+            if module is not None:
+                codecs.entities[ename] = module
+        if issues:
+            raise SpecError(issues)
+        return codecs, plan
+    for ename, keys in plan.codes.items():
+        for key in keys:
+            view, role = key
+            vspec = spec.views[view]
+            if role == "tensor":
+                width = d if plan.decode_from[view] == "fused" else k
+                module = make(key, vspec.encoder, width, plan.term(view, role))
+            elif role == "col" and plan.column_mode[view] == "embedding":
+                width, module = k, free_table(sizes[ename], k)
+            else:
+                width = k
+                enc = vspec.col_encoder if role == "col" else vspec.encoder
+                module = make(key, enc, k, plan.term(view, role))
+            if module is not None:
+                codecs.views[f"{view}:{role}"] = module
+                codecs.widths[key] = width
+    if issues:
+        raise SpecError(issues)
+    return codecs, replace(plan, sparse=frozenset(sparse))
 
 
 def init_factor_bias(model: FusionModel, data: Data) -> None:
@@ -90,8 +191,10 @@ def init_factor_bias(model: FusionModel, data: Data) -> None:
 def describe_model(built: Built) -> str:
     """The resolved model: each module with its parameter count."""
     model = built.model
-    lines = [f"preset {built.plan.preset}, d={model.dim}, device {built.device}",
-             "terms: " + ", ".join(t for t, on in built.plan.terms.items() if on)]
+    plan = built.plan
+    on = sorted({t for view_terms in plan.terms.values() for t, v in view_terms.items() if v})
+    lines = [f"preset {plan.preset.name}, d={model.dim}, device {built.device}",
+             "terms: " + ", ".join(t for t in ("row", "col", "factor", "tensor") if t in on)]
     for group in ("codecs", "entity_codecs", "free", "fusion"):
         for name, module in getattr(model, group).items():
             lines.append(f"  {group}.{name:<28} {count_parameters(module):>12,}  "

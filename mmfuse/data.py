@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from mmfuse.cache import cached_array
 from mmfuse.errors import SpecError, SpecIssue
 from mmfuse.plugin_api import ReadContext, ViewArray
 from mmfuse.plugins import Plugins
@@ -45,52 +46,134 @@ def _as_float(block: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
     return values, ~missing
 
 
+@dataclass
+class SparseRows:
+    """Rows of a sparse matrix (or columns, read from its CSC form) as CSR parts: the stored
+    cells of row ``k`` are ``indices[indptr[k]:indptr[k + 1]]`` with ``values`` alike."""
+
+    indptr: np.ndarray  # (b + 1,) int64
+    indices: np.ndarray  # (nnz,) int32/int64: column of each stored cell
+    values: np.ndarray  # (nnz,) float32
+    width: int  # number of columns (the input width of an encoder)
+
+    def __len__(self) -> int:
+        return len(self.indptr) - 1
+
+
 class MatrixData:
-    """A matrix view: ``rows(idx)`` → ``X[idx, :]``, ``cols(idx)`` → ``X[:, idx]ᵀ``."""
+    """A matrix view: its observed cells, ``X[idx, :]`` and ``X[:, idx]ᵀ``.
+
+    Sparse data (cells not stored are missing) is kept as CSR + CSC and nothing else, with
+    ``scale: standard`` applied to the stored values once.  Dense data stays as given
+    (memory-mapped ``.npy``), scaled on read; a column-major copy is made (in the cache next
+    to the file, or in memory) once columns are read, so ``cols(idx)`` reads ``len(idx)``
+    columns, not the whole file.
+    """
 
     def __init__(self, array: np.ndarray | sp.sparray | sp.spmatrix, mask: np.ndarray | None):
         self.sparse = sp.issparse(array)
-        if self.sparse:
-            self._csr = sp.csr_array(array, dtype=np.float32)
-            self._csc = sp.csc_array(self._csr)
-            self._pattern_csr = sp.csr_array(
-                (np.ones_like(self._csr.data, dtype=bool), self._csr.indices, self._csr.indptr),
-                shape=self._csr.shape,
-            )
-            self._pattern_csc = sp.csc_array(self._pattern_csr)
-        else:
-            self._dense = array
-            self._mask = mask
         self.shape: tuple[int, int] = tuple(array.shape)  # type: ignore[assignment]
         self.center: np.ndarray | None = None  # per-column mean and std (``scale: standard``)
         self.spread: np.ndarray | None = None
+        self._dense_t: np.ndarray | None = None  # column-major copy, made on first cols()
+        self._mask_t: np.ndarray | None = None
+        self._cell_rows: np.ndarray | None = None
+        if self.sparse:
+            csr = sp.csr_array(array)
+            if csr.dtype != np.float32:
+                csr = csr.astype(np.float32)
+            csr.sum_duplicates()
+            self.csr = csr
+            self.csc = sp.csc_array(csr)
+        else:
+            self._dense = array
+            self._mask = mask
+
+    # ------------------------------------------------------------------ observed cells
+
+    @property
+    def nnz(self) -> int:
+        """Stored cells (dense: every cell, less those marked missing)."""
+        if self.sparse:
+            return int(self.csr.nnz)
+        if self._mask is None and not self.has_nan():
+            return self.shape[0] * self.shape[1]
+        return int(sum(int((m if m is not None else np.ones_like(v, bool)).sum())
+                       for v, m in self._chunks()))
+
+    def cell_rows(self) -> np.ndarray:
+        """Row index of every stored cell, in CSR order (sparse views; int32)."""
+        if self._cell_rows is None:
+            counts = np.diff(self.csr.indptr)
+            self._cell_rows = np.repeat(np.arange(self.shape[0], dtype=np.int32), counts)
+        return self._cell_rows
+
+    def cells(self, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Row, column and value of the stored cells at ``positions`` (CSR order)."""
+        return (self.cell_rows()[positions], self.csr.indices[positions],
+                self.csr.data[positions])
+
+    def sparse_rows(self, idx: np.ndarray) -> SparseRows:
+        """The stored cells of rows ``idx`` (sparse views)."""
+        part = self.csr[idx]
+        return SparseRows(part.indptr, part.indices, part.data, self.shape[1])
+
+    def sparse_cols(self, idx: np.ndarray) -> SparseRows:
+        """The stored cells of columns ``idx`` as rows of ``Xᵀ`` (sparse views)."""
+        part = self.csc[:, idx]
+        return SparseRows(part.indptr, part.indices, part.data, self.shape[0])
+
+    def _chunks(self):
+        for start in range(0, self.shape[0], CHUNK):
+            yield self._take(0, np.arange(start, min(start + CHUNK, self.shape[0])))
+
+    # ------------------------------------------------------------------ statistics
 
     def observed_mean(self) -> float:
-        """Mean of the observed cells (one streaming pass; after scaling, if any)."""
+        """Mean of the observed cells (one pass over the stored cells; after scaling)."""
+        if self.sparse:
+            return float(self.csr.data.mean(dtype=np.float64)) if self.csr.nnz else 0.0
         total = count = 0.0
-        for start in range(0, self.shape[0], CHUNK):
-            values, mask = self._take(0, np.arange(start, min(start + CHUNK, self.shape[0])))
+        for values, mask in self._chunks():
             total += float(values.sum(dtype=np.float64)) if mask is None else float(
                 values[mask].sum(dtype=np.float64))
             count += values.size if mask is None else int(mask.sum())
         return total / max(count, 1.0)
 
+    def column_counts(self) -> np.ndarray:
+        """Observed cells per column."""
+        if self.sparse:
+            return np.diff(self.csc.indptr).astype(np.float64)
+        count = np.zeros(self.shape[1])
+        for values, mask in self._chunks():
+            count += len(values) if mask is None else mask.sum(axis=0)
+        return count
+
     def standardize(self) -> None:
-        """Scale every column to mean 0, std 1 over its observed cells (one streaming pass);
-        every later ``rows``/``cols`` returns scaled values, missing cells stay 0."""
-        n_r, n_c = self.shape
-        total, squares, count = np.zeros(n_c), np.zeros(n_c), np.zeros(n_c)
-        for start in range(0, n_r, CHUNK):
-            values, mask = self._take(0, np.arange(start, min(start + CHUNK, n_r)))
-            observed = np.ones_like(values, dtype=bool) if mask is None else mask
-            v = np.where(observed, values, 0.0).astype(np.float64)
-            total += v.sum(axis=0)
-            squares += (v * v).sum(axis=0)
-            count += observed.sum(axis=0)
+        """Scale every column to mean 0, std 1 over its observed cells (one pass); every later
+        read returns scaled values, missing cells stay missing (0 where densified)."""
+        n_c = self.shape[1]
+        if self.sparse:
+            cols, values = self.csr.indices, self.csr.data.astype(np.float64)
+            count = np.bincount(cols, minlength=n_c).astype(np.float64)
+            total = np.bincount(cols, weights=values, minlength=n_c)
+            squares = np.bincount(cols, weights=values * values, minlength=n_c)
+        else:
+            total, squares, count = np.zeros(n_c), np.zeros(n_c), np.zeros(n_c)
+            for values, mask in self._chunks():
+                observed = np.ones_like(values, dtype=bool) if mask is None else mask
+                v = np.where(observed, values, 0.0).astype(np.float64)
+                total += v.sum(axis=0)
+                squares += (v * v).sum(axis=0)
+                count += observed.sum(axis=0)
         mean = total / np.maximum(count, 1)
         std = np.sqrt(np.maximum(squares / np.maximum(count, 1) - mean * mean, 0.0))
         self.center = mean.astype(np.float32)
         self.spread = np.where(std > 1e-8, std, 1.0).astype(np.float32)
+        if self.sparse:  # applied once to the stored values
+            data = (self.csr.data - self.center[self.csr.indices]) / self.spread[self.csr.indices]
+            self.csr.data[:] = data.astype(np.float32)
+            self.csc = sp.csc_array(self.csr)
 
     def scale_new(self, values: np.ndarray, role: str) -> np.ndarray:
         """Scale new rows (``role`` row) with the stored column statistics, or new columns
@@ -107,9 +190,57 @@ class MatrixData:
             std = np.where(std > 1e-8, std, 1.0)
         return np.where(observed, (values - mean) / std, np.nan).astype(np.float32)
 
+    def scale_new_rows(self, rows: SparseRows, role: str) -> SparseRows:
+        """``scale_new`` for the stored cells of new sparse rows (or columns)."""
+        if self.center is None or self.spread is None:
+            return rows
+        values = rows.values.astype(np.float64)
+        if role == "row":
+            mean, std = self.center[rows.indices], self.spread[rows.indices]
+        else:
+            which = np.repeat(np.arange(len(rows)), np.diff(rows.indptr))
+            count = np.maximum(np.bincount(which, minlength=len(rows)), 1)
+            m = np.bincount(which, weights=values, minlength=len(rows)) / count
+            var = np.bincount(which, weights=(values - m[which]) ** 2,
+                              minlength=len(rows)) / count
+            s = np.sqrt(var)
+            mean, std = m[which], np.where(s > 1e-8, s, 1.0)[which]
+        scaled = ((values - mean) / std).astype(np.float32)
+        return SparseRows(rows.indptr, rows.indices, scaled, rows.width)
+
+    def sketch(self, width: int, seed: int) -> np.ndarray:
+        """``Xᵀ R`` for a fixed Gaussian ``R`` (n_r × width, entries N(0, 1/width)), each
+        column divided by the square root of its observed cells so the sketch's scale does
+        not grow with n_r; one streaming pass over the stored cells (sparse: sparse products).
+        """
+        rng = np.random.default_rng(seed)
+        n_r, n_c = self.shape
+        out = np.zeros((n_c, width), dtype=np.float64)
+        for start in range(0, n_r, CHUNK):
+            stop = min(start + CHUNK, n_r)
+            r = rng.standard_normal((stop - start, width)) / np.sqrt(width)
+            if self.sparse:
+                out += (self.csr[start:stop].T @ r)
+            else:
+                values, _ = self.rows(np.arange(start, stop))
+                out += values.T.astype(np.float64) @ r
+        out /= np.sqrt(np.maximum(self.column_counts(), 1.0))[:, None]
+        return out.astype(np.float32)
+
+    def has_nan(self) -> bool:
+        if self.sparse:
+            return bool(np.isnan(self.csr.data).any())
+        if not np.issubdtype(self._dense.dtype, np.floating):
+            return False
+        return any(
+            np.isnan(self._dense[s : s + CHUNK]).any() for s in range(0, self.shape[0], CHUNK)
+        )
+
+    # ------------------------------------------------------------------ dense reads
+
     def _take(self, axis: int, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         values, mask = self._read(axis, idx)
-        if self.center is None or self.spread is None:
+        if self.sparse or self.center is None or self.spread is None:
             return values, mask
         # columns of X are axis 1 of rows(idx) and axis 0 of cols(idx) = X[:, idx]ᵀ
         mean, std = (self.center, self.spread) if axis == 0 else (
@@ -120,47 +251,62 @@ class MatrixData:
         return scaled.astype(np.float32), mask
 
     def _read(self, axis: int, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        if self.sparse:
-            values = (self._csr[idx] if axis == 0 else self._csc[:, idx].T).toarray()
-            pattern = (self._pattern_csr[idx] if axis == 0 else self._pattern_csc[:, idx].T)
-            return values.astype(np.float32), pattern.toarray()
+        if self.sparse:  # densified: only for encoders that take dense inputs
+            part = self.sparse_rows(idx) if axis == 0 else self.sparse_cols(idx)
+            values = np.zeros((len(idx), part.width), dtype=np.float32)
+            mask = np.zeros((len(idx), part.width), dtype=bool)
+            rows = np.repeat(np.arange(len(idx)), np.diff(part.indptr))
+            values[rows, part.indices] = part.values
+            mask[rows, part.indices] = True
+            return values, mask
+        if axis == 1:
+            source, given_mask = self._columns()
+        else:
+            source, given_mask = self._dense, self._mask
         sorted_idx, inverse = sorted_order(idx)
-        block = self._dense[sorted_idx] if axis == 0 else self._dense[:, sorted_idx].T
-        block = np.asarray(block)[inverse]
+        block = np.asarray(source[sorted_idx])[inverse]
         values, mask = _as_float(block)
-        if self._mask is not None:
-            given = self._mask[sorted_idx] if axis == 0 else self._mask[:, sorted_idx].T
-            given = np.asarray(given, dtype=bool)[inverse]
+        if given_mask is not None:
+            given = np.asarray(given_mask[sorted_idx], dtype=bool)[inverse]
             mask = given if mask is None else (mask & given)
             values = np.where(given, values, 0.0).astype(np.float32)
         return values, mask
 
+    def _columns(self) -> tuple[np.ndarray, np.ndarray | None]:
+        """``Xᵀ`` (and its mask) row-major, made once: from the cache next to a memory-mapped
+        file, else in memory."""
+        if self._dense_t is None:
+            self._dense_t = transposed(self._dense)
+            self._mask_t = None if self._mask is None else transposed(self._mask)
+        return self._dense_t, self._mask_t
+
     def rows(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """``X[idx, :]`` dense (float32, missing cells 0) and its mask (None: all observed)."""
         return self._take(0, idx)
 
     def cols(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """``X[:, idx]ᵀ`` dense (float32, missing cells 0) and its mask."""
         return self._take(1, idx)
 
-    def sketch(self, width: int, seed: int) -> np.ndarray:
-        """``Xᵀ R`` for a fixed Gaussian ``R`` (n_r × width / √width), in one streaming pass."""
-        rng = np.random.default_rng(seed)
-        n_r, n_c = self.shape
-        out = np.zeros((n_c, width), dtype=np.float64)
-        for start in range(0, n_r, CHUNK):
-            stop = min(start + CHUNK, n_r)
-            r = rng.standard_normal((stop - start, width)) / np.sqrt(width)
-            values, _ = self.rows(np.arange(start, stop))
-            out += values.T.astype(np.float64) @ r
-        return out.astype(np.float32)
 
-    def has_nan(self) -> bool:
-        if self.sparse:
-            return bool(np.isnan(self._csr.data).any())
-        if not np.issubdtype(self._dense.dtype, np.floating):
-            return False
-        return any(
-            np.isnan(self._dense[s : s + CHUNK]).any() for s in range(0, self.shape[0], CHUNK)
-        )
+def transposed(array: np.ndarray) -> np.ndarray:
+    """A row-major copy of ``array.T``: cached next to a memory-mapped ``.npy``, in memory
+    otherwise (column encoders read at most ``WIDE`` rows, so the copy stays small)."""
+    filename = getattr(array, "filename", None)
+    if filename is None:
+        return np.ascontiguousarray(array.T)
+    source = Path(filename)
+    st = source.stat()
+    key = f"{st.st_size}-{st.st_mtime_ns}-{array.offset if hasattr(array, 'offset') else 0}"
+
+    def compute() -> np.ndarray:
+        out = np.empty(array.shape[::-1], dtype=array.dtype)
+        for start in range(0, array.shape[0], CHUNK):
+            out[:, start : start + CHUNK] = np.asarray(array[start : start + CHUNK]).T
+        return out
+
+    result, _ = cached_array(source, "T", key, compute)
+    return result
 
 
 class TensorData:

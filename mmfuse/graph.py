@@ -42,7 +42,13 @@ def _reference_issues(spec: Spec, plugins: Plugins | None) -> list[SpecIssue]:
         check_entity(("views", vname, "cols"), v.cols)
         if not v.is_tensor and v.decode_from is not None:
             issues.append(spec.issue(("views", vname, "decode_from"), "only tensor views decode"))
-    check_entity(("train", "primary"), spec.train.primary)
+    primary = spec.train.primary
+    if primary is not None and primary not in ents and primary not in spec.views:
+        issues.append(spec.issue(("train", "primary"), f"unknown entity or view {primary!r}; "
+                                 f"{_known('entities', ents)}; {_known('views', spec.views)}"))
+    elif primary in spec.views and spec.views[primary].is_tensor:
+        issues.append(spec.issue(("train", "primary"), f"{primary!r} is a tensor view: name "
+                                 f"its entity {spec.views[primary].rows!r} instead"))
     issues += check_evaluate(spec)
     for ename in spec.train.entity_batch:
         check_entity(("train", "entity_batch", ename), ename)

@@ -25,8 +25,10 @@ hookspec = pluggy.HookspecMarker("mmfuse")
 def mmfuse_register_encoders(register: Register) -> None:
     """Add encoder factories: ``register.add("dense", build_dense)``.
 
-    A factory is called as ``factory(in_shape, code_dim, **params)`` and returns an
-    :class:`mmfuse.plugin_api.Autoencoder` (an ``nn.Module`` with ``encode`` and ``decode``).
+    A factory is called as ``factory(in_shape, code_dim, *, decode, **params)`` and returns an
+    :class:`mmfuse.plugin_api.Autoencoder` (an ``nn.Module`` with ``encode`` and ``decode``,
+    and ``decode_at`` if it takes sparse rows: declare that with
+    :func:`mmfuse.plugin_api.accepts`).
     """
 
 
@@ -35,7 +37,8 @@ def mmfuse_default_encoder(view: ViewSide) -> str | None:
     """Return the encoder name for a view side whose spec says ``encoder: auto``, or None to pass.
 
     The first plugin that returns a name wins; the built-in choice (rank-3 tensor → ``conv``,
-    matrix rows and columns → ``dense``) is registered last.
+    sparse matrix rows and columns (``view.input == "sparse"``) → ``sparse``, dense ones →
+    ``dense``) is registered last.
     """
 
 

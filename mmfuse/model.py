@@ -8,12 +8,20 @@ For a matrix view ``v`` (rows ``r``, columns ``c``)::
 
 for a tensor view ``t``: ``h = f_t(T[i])``, ``T' = g_t(h)`` (or ``g_t(z_r(i))``, MMEDA-I), and
 for every entity ``z_e(i) = F_e([h_1(i) ‖ h_2(i) ‖ …])`` over every code of ``e``.
-Presets (mmeda2, mmeda1, dcmf, cmf) are switches on this one model, not separate code paths.
+
+A matrix view is a set of observed cells: a batch carries, per matrix view, COO cells
+(:class:`Cells`), and the factor term is the gathered dot products over them.  A side whose
+encoder takes sparse rows gets a ``torch.sparse_csr`` batch and is scored at the batch's cells
+of its view; a dense side is decoded whole and scored on its observed cells (mask).
+Presets (mmeda2, mmeda1, dcmf, cmf) are switches on this one model, resolved once into the
+:class:`Plan`.  The model is handed ready codecs by :mod:`mmfuse.build`: it never sees the
+spec or the plugins.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 import networkx as nx
 import torch
@@ -21,85 +29,134 @@ from torch import nn
 
 from mmfuse.errors import SpecError
 from mmfuse.graph import sides_of
-from mmfuse.plugin_api import ViewSide
-from mmfuse.plugins import Plugins
-from mmfuse.spec import EncoderSpec, Spec
+from mmfuse.spec import Spec
 
 Key = tuple[str, str]  # (view, role) with role in row | col | tensor
 
-PRESETS: dict[str, dict[str, object]] = {
-    "mmeda2": {"codes": "view", "row": True, "col": True, "factor": True, "tensor": True,
-               "decode_from": "code"},
-    "mmeda1": {"codes": "view", "row": False, "col": False, "factor": True, "tensor": True,
-               "decode_from": "fused"},
-    "dcmf": {"codes": "entity", "row": True, "col": True, "factor": True, "tensor": False,
-             "decode_from": "code"},
-    "cmf": {"codes": "free", "row": False, "col": False, "factor": True, "tensor": False,
-            "decode_from": "code"},
-}
+#: Widest n-wide input built without being asked: a column encoder over more rows than this
+#: is switched to ``columns: sketch`` (dense views) or refused (a dense encoder on sparse data).
+WIDE = 20_000
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named set of switches on the one model."""
+
+    name: str
+    codes: Literal["view", "entity", "free"]  # per-view encoders | one AE per entity | tables
+    row: bool
+    col: bool
+    factor: bool
+    tensor: bool
+    decode_from: Literal["code", "fused"]
+
+
+PRESETS: dict[str, Preset] = {p.name: p for p in (
+    Preset("mmeda2", "view", row=True, col=True, factor=True, tensor=True, decode_from="code"),
+    Preset("mmeda1", "view", row=False, col=False, factor=True, tensor=True,
+           decode_from="fused"),
+    Preset("dcmf", "entity", row=True, col=True, factor=True, tensor=False, decode_from="code"),
+    Preset("cmf", "free", row=False, col=False, factor=True, tensor=False, decode_from="code"),
+)}
+
+TERMS = ("row", "col", "factor", "tensor")
+
+
+@dataclass
+class Cells:
+    """Observed cells of one matrix view in a batch (COO).  ``rows`` / ``cols`` are positions
+    in the batch's instances of the row / column entity (``Batch.idx``), not global ids."""
+
+    rows: torch.Tensor  # (m,) long
+    cols: torch.Tensor  # (m,) long
+    values: torch.Tensor  # (m,) float
+
+    def __len__(self) -> int:
+        return len(self.values)
 
 
 @dataclass
 class Batch:
-    """Inputs of one step: instance indices per entity and the view slices they select.
+    """Inputs of one step.
 
-    ``sides[(v, "row")]`` is ``X_v[I_r, :]`` (b_r, n_c); ``sides[(v, "col")]`` is ``X_v[:, I_c]ᵀ``
-    (b_c, n_r) or its sketch; ``sides[(t, "tensor")]`` is ``T[I_r]`` as float;
-    ``blocks[v]`` is ``X_v[I_r, I_c]``.  Masks are None where every cell is observed.
+    ``idx[e]``: the instances of entity ``e`` the step encodes (global indices).
+    ``sides[(v, "row")]``: the encoder input of those rows of ``v``: ``X_v[I_r, :]`` dense
+    (b_r, n_c), or a ``torch.sparse_csr`` tensor of their stored cells; ``sides[(v, "col")]``
+    likewise for ``X_v[:, I_c]ᵀ`` (or its sketch); ``sides[(t, "tensor")]`` is ``T[I_r]``.
+    ``masks``: observed cells of a dense side (None: all).  ``cells[v]``: the observed cells
+    (and sampled negatives) of matrix view ``v`` that the step scores.
     """
 
     idx: dict[str, torch.Tensor]
     sides: dict[Key, torch.Tensor] = field(default_factory=dict)
     masks: dict[Key, torch.Tensor | None] = field(default_factory=dict)
-    blocks: dict[str, tuple[torch.Tensor, torch.Tensor | None]] = field(default_factory=dict)
+    cells: dict[str, Cells] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class Plan:
     """What the graph, the preset and the data decide: which codes feed each entity."""
 
-    preset: str
-    terms: dict[str, bool]
+    preset: Preset
+    terms: dict[str, dict[str, bool]]  # view → term → on (the preset, model.terms, view.terms)
     decode_from: dict[str, str]  # tensor view → code | fused
     codes: dict[str, list[Key]]  # entity → the (view, role) sides that give it a code
     factors: list[str]  # matrix views with a factor term
     in_shapes: dict[Key, tuple[int, ...]]
     column_mode: dict[str, str]  # matrix view → autoencoder | sketch | embedding | none
+    sparse_views: frozenset[str] = frozenset()  # matrix views stored as sparse cells
+    sparse: frozenset[Key] = frozenset()  # sides whose encoder takes sparse rows
+    notes: tuple[str, ...] = ()  # what the plan changed from the spec, and why
 
     def inputs(self) -> set[Key]:
         """The sides whose data a batch must carry."""
-        if self.preset == "cmf":
+        if self.preset.codes == "free":
             return set()
         keys = {key for ks in self.codes.values() for key in ks}
         return {k for k in keys if k[1] != "col" or self.column_mode[k[0]] != "embedding"}
 
+    def term(self, view: str, role: str) -> bool:
+        return self.terms[view].get(role, False)
 
-def make_plan(spec: Spec, graph: nx.MultiDiGraph, shapes: dict[str, tuple[int, ...]]) -> Plan:
+
+def make_plan(spec: Spec, graph: nx.MultiDiGraph, shapes: dict[str, tuple[int, ...]],
+              sparse_views: frozenset[str] = frozenset()) -> Plan:
     preset = PRESETS[spec.model.preset]
-    overrides = spec.model.terms.model_dump()
-    terms = {t: (preset[t] if overrides[t] is None else overrides[t]) for t in overrides}
-    issues = []
+    model_terms = spec.model.terms.model_dump()
+    issues, notes = [], []
     codes: dict[str, list[Key]] = {}
     in_shapes: dict[Key, tuple[int, ...]] = {}
     column_mode: dict[str, str] = {}
     decode_from: dict[str, str] = {}
+    terms: dict[str, dict[str, bool]] = {}
     for vname, v in spec.views.items():
         shape = shapes[vname]
+        view_terms = v.terms.model_dump()
+        own = ("tensor",) if v.is_tensor else ("row", "col", "factor")
+        terms[vname] = {t: next(x for x in (view_terms[t], model_terms[t], getattr(preset, t))
+                                if x is not None) for t in own}
         if v.is_tensor:
             in_shapes[(vname, "tensor")] = tuple(shape[1:])
-            decode_from[vname] = v.decode_from or str(preset["decode_from"])
-            if preset["codes"] != "view":
-                msg = (f"preset {spec.model.preset!r} takes matrix views only; featurize this "
+            decode_from[vname] = v.decode_from or preset.decode_from
+            if preset.codes != "view":
+                msg = (f"preset {preset.name!r} takes matrix views only; featurize this "
                        "tensor into a matrix (e.g. a CNN-features reader) or use mmeda1/mmeda2")
                 issues.append(spec.issue(("views", vname, "tensor"), msg))
-        else:
-            column_mode[vname] = v.columns
-            if v.columns == "embedding" and preset["codes"] == "entity":
-                msg = "preset 'dcmf' encodes real columns: use autoencoder, sketch or none"
-                issues.append(spec.issue(("views", vname, "columns"), msg))
-            in_shapes[(vname, "row")] = (shape[1],)
-            width = v.sketch_dim if v.columns == "sketch" else shape[0]
-            in_shapes[(vname, "col")] = (width,)
+            continue
+        mode = v.columns
+        if mode == "embedding" and preset.codes == "entity":
+            msg = "preset 'dcmf' encodes real columns: use autoencoder, sketch or none"
+            issues.append(spec.issue(("views", vname, "columns"), msg))
+        if (mode == "autoencoder" and vname not in sparse_views and shape[0] > WIDE
+                and preset.codes == "view"):
+            mode = "sketch"
+            notes.append(f"view {vname!r}: a column autoencoder over {shape[0]:,} dense rows "
+                         f"(more than {WIDE:,}) would cost O(rows) per column; using "
+                         f"`columns: sketch` (sketch_dim {v.sketch_dim}) instead; set "
+                         "`columns:` to choose")
+        column_mode[vname] = mode
+        in_shapes[(vname, "row")] = (shape[1],)
+        in_shapes[(vname, "col")] = (v.sketch_dim if mode == "sketch" else shape[0],)
     for ename in spec.entities:
         keys: list[Key] = []
         for vname, role in sides_of(graph, ename):
@@ -108,13 +165,14 @@ def make_plan(spec: Spec, graph: nx.MultiDiGraph, shapes: dict[str, tuple[int, .
             elif role == "row" or column_mode[vname] != "none":
                 keys.append((vname, role))
         codes[ename] = keys
-        if not keys and preset["codes"] != "free":
+        if not keys and preset.codes != "free":
             msg = "gets no code from any view (its only views have `columns: none`)"
             issues.append(spec.issue(("entities", ename), msg))
     if issues:
         raise SpecError(issues)
-    factors = [v for v in column_mode if terms["factor"]]
-    return Plan(spec.model.preset, terms, decode_from, codes, factors, in_shapes, column_mode)
+    factors = [v for v in column_mode if terms[v]["factor"]]
+    return Plan(preset, terms, decode_from, codes, factors, in_shapes, column_mode,
+                frozenset(sparse_views), frozenset(), tuple(notes))
 
 
 def mlp(widths: list[int]) -> nn.Sequential:
@@ -127,75 +185,54 @@ def mlp(widths: list[int]) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+def free_table(n: int, width: int) -> nn.Embedding:
+    """Free factors: a table with sparse gradients (a step updates only the rows it used)."""
+    table = nn.Embedding(n, width, sparse=True)
+    nn.init.normal_(table.weight, std=0.1)
+    return table
+
+
+@dataclass
+class Codecs:
+    """What the builder hands the model: ready modules and the width of every code."""
+
+    views: dict[str, nn.Module]  # "view:role" → autoencoder, or a free table (embedding)
+    entities: dict[str, nn.Module]  # dcmf: entity → autoencoder over its matrix sides
+    free: dict[str, nn.Module]  # cmf: entity → free table
+    widths: dict[Key, int]
+
+
 class FusionModel(nn.Module):
-    def __init__(self, spec: Spec, plan: Plan, plugins: Plugins, sizes: dict[str, int]):
+    def __init__(self, plan: Plan, codecs: Codecs, likelihoods: dict[str, object],
+                 weights: dict[str, float], view_entities: dict[str, tuple[str, str]],
+                 dim: int, fusion_hidden: list[int]):
         super().__init__()
         self.plan = plan
-        self.dim = d = spec.model.dim
-        k = spec.model.code_dim or d
-        self.likelihoods = {v: plugins.likelihoods.get(s.likelihood) for v, s in spec.views.items()}
-        self.weights = {v: s.weight for v, s in spec.views.items()}
-        self.view_entities = {v: (s.rows, s.cols) for v, s in spec.views.items() if s.cols}
-        self.codecs = nn.ModuleDict()  # "view:role" → autoencoder or embedding table
-        self.entity_codecs = nn.ModuleDict()  # dcmf: entity → autoencoder over its matrix sides
-        self.free = nn.ModuleDict()  # cmf: entity → embedding table
+        self.dim = dim
+        self.likelihoods = likelihoods
+        self.weights = weights
+        self.view_entities = view_entities
+        self.codecs = nn.ModuleDict(codecs.views)
+        self.entity_codecs = nn.ModuleDict(codecs.entities)
+        self.free = nn.ModuleDict(codecs.free)
         self.fusion = nn.ModuleDict()
         # an intercept per factor term: a sparse 0/1 view needs a negative logit that dot
         # products of representations alone reach poorly (e.g. a protein network)
         self.factor_bias = nn.ParameterDict(
             {v: nn.Parameter(torch.zeros(())) for v in plan.factors})
-        self.code_widths: dict[Key, int] = {}
-
-        def build(key: Key, enc: EncoderSpec, width: int, decode: bool, shape=None) -> nn.Module:
-            shape = shape or plan.in_shapes[key]
-            side = ViewSide(view=key[0], side=key[1], in_shape=shape, spec=spec.views.get(key[0]))
-            name = enc.type
-            if name == "auto":
-                name = plugins.manager.hook.mmfuse_default_encoder(view=side)
-                if name is None:
-                    raise SpecError([spec.issue(("views", key[0], "encoder"),
-                                                f"no plugin picks an encoder for {key[1]} "
-                                                f"inputs of shape {list(shape)}; name one")])
-            try:
-                return plugins.encoders.get(name)(shape, width, decode=decode, **enc.params)
-            except (TypeError, ValueError) as exc:
-                field_ = "col_encoder" if key[1] == "col" else "encoder"
-                loc = ("views", key[0], field_) if key[0] in spec.views else ("model", field_)
-                raise SpecError([spec.issue(loc, f"encoder {name!r}: {exc}")]) from None
-
-        if plan.preset == "cmf":
-            for ename, n in sizes.items():
-                self.free[ename] = _embedding(n, d)
-            return
-        if plan.preset == "dcmf":
-            for ename, keys in plan.codes.items():
-                width = sum(plan.in_shapes[key][0] for key in keys)
-                self.entity_codecs[ename] = build(
-                    (ename, "entity"), spec.model.entity_encoder, d, plan.terms["row"]
-                    or plan.terms["col"], shape=(width,))
+        if plan.preset.codes != "view":
             return
         for ename, keys in plan.codes.items():
-            for key in keys:
-                view, role = key
-                vspec = spec.views[view]
-                if role == "tensor":
-                    fused = plan.decode_from[view] == "fused"
-                    width = d if fused else k
-                    self.codecs[f"{view}:{role}"] = build(key, vspec.encoder, width,
-                                                          plan.terms["tensor"])
-                elif role == "col" and plan.column_mode[view] == "embedding":
-                    width = k
-                    self.codecs[f"{view}:{role}"] = _embedding(sizes[ename], k)
-                else:
-                    width = k
-                    enc = vspec.col_encoder if role == "col" else vspec.encoder
-                    self.codecs[f"{view}:{role}"] = build(key, enc, k, plan.terms[role])
-                self.code_widths[key] = width
-            total = sum(self.code_widths[key] for key in keys)
-            if len(keys) == 1 and total == d and not spec.model.fusion_hidden:
+            total = sum(codecs.widths[key] for key in keys)
+            if len(keys) == 1 and total == dim and not fusion_hidden:
                 self.fusion[ename] = nn.Identity()
             else:
-                self.fusion[ename] = mlp([total, *spec.model.fusion_hidden, d])
+                self.fusion[ename] = mlp([total, *fusion_hidden, dim])
+
+    def sparse_parameters(self) -> list[nn.Parameter]:
+        """Parameters with sparse gradients (free tables), for an optimiser of their own."""
+        return [m.weight for m in self.modules()
+                if isinstance(m, nn.Embedding | nn.EmbeddingBag) and m.sparse]
 
     # ------------------------------------------------------------------ encoding
 
@@ -227,8 +264,21 @@ class FusionModel(nn.Module):
 
     # ------------------------------------------------------------------ loss
 
-    def _nll(self, view: str, pred, target, mask) -> torch.Tensor:
+    def _nll(self, view: str, pred, target, mask=None) -> torch.Tensor:
         return self.weights[view] * self.likelihoods[view].loss(pred, target, mask)
+
+    def _at_cells(self, batch: Batch, key: Key, codec, h) -> torch.Tensor | None:
+        """A sparse side's reconstruction scored at its view's cells in the batch."""
+        view, role = key
+        cells = batch.cells.get(view)
+        if cells is None or len(cells) == 0:
+            return None
+        r, c = self.view_entities[view]
+        if role == "row":
+            pred = codec.decode_at(h, cells.rows, batch.idx[c][cells.cols])
+        else:
+            pred = codec.decode_at(h, cells.cols, batch.idx[r][cells.rows])
+        return self._nll(view, pred, cells.values)
 
     def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
         """Every switched-on loss term of the batch, by name (``view.row``, ``view.factor``…)."""
@@ -237,37 +287,39 @@ class FusionModel(nn.Module):
         for key, h in codes.items():
             view, role = key
             codec = self.codecs[f"{view}:{role}"]
-            if not plan.terms[role] or isinstance(codec, nn.Embedding):
+            if not plan.term(view, role) or isinstance(codec, nn.Embedding):
                 continue
             if role == "tensor" and plan.decode_from[view] == "fused":
                 ename = next(e for e, ks in plan.codes.items() if key in ks)
                 h = zs[ename]
             name = f"{view}.{role}"
-            if role == "col" and plan.column_mode[view] == "sketch":
+            if key in plan.sparse:
+                term = self._at_cells(batch, key, codec, h)
+                if term is not None:
+                    terms[name] = term
+            elif role == "col" and plan.column_mode[view] == "sketch":
                 terms[name] = self.weights[view] * nn.functional.mse_loss(
                     codec.decode(h), batch.sides[key])
             else:
                 terms[name] = self._nll(view, codec.decode(h), batch.sides[key],
                                         batch.masks.get(key))
         for ename, codec in self.entity_codecs.items():
-            if ename not in zs or not (plan.terms["row"] or plan.terms["col"]):
+            keys = [k for k in plan.codes[ename] if plan.term(*k)]
+            if ename not in zs or not keys:
                 continue
             recon, start = codec.decode(zs[ename]), 0
             for key in plan.codes[ename]:
                 width = plan.in_shapes[key][0]
-                if plan.terms[key[1]]:
+                if key in keys:
                     part = recon[:, start : start + width]
                     terms[f"{key[0]}.{key[1]}"] = self._nll(
                         key[0], part, batch.sides[key], batch.masks.get(key))
                 start += width
-        for view, (target, mask) in batch.blocks.items():
+        for view in plan.factors:
+            cells = batch.cells.get(view)
+            if cells is None or len(cells) == 0:
+                continue
             r, c = self.view_entities[view]
-            pred = zs[r] @ zs[c].T + self.factor_bias[view]  # (b_r, b_c)
-            terms[f"{view}.factor"] = self._nll(view, pred, target, mask)
+            pred = (zs[r][cells.rows] * zs[c][cells.cols]).sum(-1) + self.factor_bias[view]
+            terms[f"{view}.factor"] = self._nll(view, pred, cells.values)
         return terms
-
-
-def _embedding(n: int, width: int) -> nn.Embedding:
-    table = nn.Embedding(n, width)
-    nn.init.normal_(table.weight, std=0.1)
-    return table

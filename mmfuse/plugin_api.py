@@ -32,6 +32,9 @@ class ViewSide:
     side: str
     in_shape: tuple[int, ...]
     spec: ViewSpec | None = None
+    #: ``"dense"`` (a float tensor) or ``"sparse"`` (the stored cells of a sparse view's rows,
+    #: as a ``torch.sparse_csr`` tensor); pick an encoder that accepts it (:func:`accepts`)
+    input: str = "dense"
 
 
 @dataclass
@@ -70,11 +73,16 @@ Reader = Callable[[Path | None, Mapping[str, Any], ReadContext], ViewArray]
 
 @runtime_checkable
 class Autoencoder(Protocol):
-    """What an encoder factory returns: an ``nn.Module`` with these two methods.
+    """What an encoder factory returns: an ``nn.Module`` with these methods.
 
-    ``encode(x)``: ``(b, *in_shape)`` float → ``(b, code_dim)``.
+    ``encode(x)``: ``(b, *in_shape)`` float → ``(b, code_dim)``; for an encoder that accepts
+    sparse inputs, ``x`` is a ``torch.sparse_csr`` tensor ``(b, width)`` of the rows' stored
+    cells (``crow_indices()``, ``col_indices()``, ``values()``).
     ``decode(h)``: ``(b, code_dim)`` → ``(b, *in_shape)`` in the likelihood's natural
     parameter (pre-link: the likelihood applies its own link).
+    ``decode_at(h, which, at)`` (encoders that accept sparse inputs): the decoded values of
+    cells only, ``(m,)``: output coordinate ``at[k]`` of instance ``which[k]``; its cost is
+    the m cells, not ``m × width``.
     """
 
     def encode(self, x: torch.Tensor) -> torch.Tensor: ...
@@ -82,9 +90,32 @@ class Autoencoder(Protocol):
     def decode(self, h: torch.Tensor) -> torch.Tensor: ...
 
 
-#: ``factory(in_shape, code_dim, **params) -> Autoencoder``; raise ``ValueError`` for an
-#: input shape or params it cannot handle.
+#: ``factory(in_shape, code_dim, *, decode, **params) -> Autoencoder``; raise ``ValueError``
+#: for an input shape or params it cannot handle.  Decorate it with :func:`accepts` to say
+#: which inputs it takes (default: dense only).
 EncoderFactory = Callable[..., Autoencoder]
+
+INPUT_KINDS = ("dense", "sparse")
+
+
+def accepts(*kinds: str) -> Callable[[EncoderFactory], EncoderFactory]:
+    """Declare the inputs an encoder factory takes: ``@accepts("sparse")``, ``@accepts("dense",
+    "sparse")``.  mmfuse gives a sparse view's sides to an encoder that accepts ``sparse``
+    (densifying them for a dense-only encoder when they are narrow enough)."""
+    unknown = set(kinds) - set(INPUT_KINDS)
+    if not kinds or unknown:
+        raise ValueError(f"accepts() takes some of {INPUT_KINDS}; got {kinds}")
+
+    def mark(factory: EncoderFactory) -> EncoderFactory:
+        factory.inputs = tuple(kinds)  # type: ignore[attr-defined]
+        return factory
+
+    return mark
+
+
+def accepted_inputs(factory: EncoderFactory) -> tuple[str, ...]:
+    """The inputs a factory declared with :func:`accepts` (default ``("dense",)``)."""
+    return tuple(getattr(factory, "inputs", ("dense",)))
 
 
 @runtime_checkable

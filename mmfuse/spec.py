@@ -72,6 +72,15 @@ class EncoderSpec(_Model):
     params: Params
 
 
+class TermsSpec(_Model):
+    """Switch loss terms on or off; None keeps the preset's choice."""
+
+    row: bool | None = Field(None, description="row autoencoder reconstruction X'")
+    col: bool | None = Field(None, description="column autoencoder reconstruction X2'")
+    factor: bool | None = Field(None, description="factor reconstruction link(z_r · z_cᵀ)")
+    tensor: bool | None = Field(None, description="tensor autoencoder reconstruction T'")
+
+
 class ViewSpec(_Model):
     """One block of data: a matrix (rows × cols entities) or a tensor on the rows entity."""
 
@@ -96,6 +105,12 @@ class ViewSpec(_Model):
     decode_from: Literal["code", "fused"] | None = Field(
         None, description="tensor views: decode from own code (MMEDA-II) or fused z (MMEDA-I)"
     )
+    negatives: float | None = Field(
+        None, ge=0, description="sparse matrix views: unobserved cells sampled per observed "
+        "cell of a step and scored as 0 (implicit 0/1 data, networks); default 1 for "
+        "bernoulli views, 0 otherwise")
+    terms: TermsSpec = Field(default_factory=lambda: TermsSpec(),
+                             description="this view's loss terms on/off (over model.terms)")
 
     @model_validator(mode="after")
     def _matrix_or_tensor(self) -> ViewSpec:
@@ -106,15 +121,6 @@ class ViewSpec(_Model):
     @property
     def is_tensor(self) -> bool:
         return self.tensor is not None
-
-
-class TermsSpec(_Model):
-    """Switch loss terms on or off; None keeps the preset's choice."""
-
-    row: bool | None = Field(None, description="row autoencoder reconstruction X'")
-    col: bool | None = Field(None, description="column autoencoder reconstruction X2'")
-    factor: bool | None = Field(None, description="factor reconstruction link(z_r · z_cᵀ)")
-    tensor: bool | None = Field(None, description="tensor autoencoder reconstruction T'")
 
 
 class ModelSpec(_Model):
@@ -144,7 +150,13 @@ class TrainSpec(_Model):
     entity_batch: dict[str, Annotated[int, Field(ge=1)]] = Field(
         default_factory=dict, description="per-entity batch sizes overriding batch_size"
     )
-    primary: str | None = Field(None, description="entity an epoch runs over (default: largest)")
+    primary: str | None = Field(
+        None, description="what an epoch runs over: an entity (its instances) or a sparse "
+        "matrix view (its observed cells); default: the sparse view with the most stored "
+        "cells, else the largest entity")
+    cell_batch: int = Field(
+        4096, ge=1, description="observed cells of the primary view per step (when the "
+        "primary is a sparse matrix view)")
     optimizer: OptimizerSpec = Field(default_factory=OptimizerSpec)
     tol: float = Field(1e-4, ge=0, description="relative loss change counted as converged")
     patience: int = Field(3, ge=1, description="epochs under tol before stopping")

@@ -25,13 +25,43 @@ class TrainingError(MmfuseError):
     pass
 
 
-def make_optimizer(built: Built) -> torch.optim.Optimizer:
-    o = built.spec.train.optimizer
-    params = built.model.parameters()
-    if o.type == "sgd":
-        return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
-    cls = torch.optim.AdamW if o.type == "adamw" else torch.optim.Adam
-    return cls(params, lr=o.lr, weight_decay=o.weight_decay)
+class Optimizers:
+    """The dense parameters' optimiser and, for free tables with sparse gradients (``cmf``,
+    ``columns: embedding``), ``SparseAdam`` (Adam/AdamW) or the same SGD: a step then
+    updates only the table rows it used."""
+
+    def __init__(self, built: Built):
+        o = built.spec.train.optimizer
+        model = built.model
+        sparse = model.sparse_parameters()
+        ids = {id(p) for p in sparse}
+        dense = [p for p in model.parameters() if id(p) not in ids]
+        if o.type == "sgd":
+            self.parts = [torch.optim.SGD(dense + sparse, lr=o.lr, momentum=o.momentum,
+                                          weight_decay=o.weight_decay)]
+            return
+        cls = torch.optim.AdamW if o.type == "adamw" else torch.optim.Adam
+        self.parts = [cls(dense, lr=o.lr, weight_decay=o.weight_decay)] if dense else []
+        if sparse:
+            if o.weight_decay:
+                log.warning("weight_decay is not applied to free factor tables (SparseAdam "
+                            "updates only the rows a step used)")
+            self.parts.append(torch.optim.SparseAdam(sparse, lr=o.lr))
+
+    def zero_grad(self) -> None:
+        for opt in self.parts:
+            opt.zero_grad(set_to_none=True)
+
+    def step(self) -> None:
+        for opt in self.parts:
+            opt.step()
+
+    def state_dict(self) -> list[dict[str, Any]]:
+        return [opt.state_dict() for opt in self.parts]
+
+    def load_state_dict(self, states: list[dict[str, Any]]) -> None:
+        for opt, state in zip(self.parts, states, strict=True):
+            opt.load_state_dict(state)
 
 
 def relative_change(previous: float, current: float) -> float:
@@ -50,7 +80,7 @@ class Trainer:
         self.callbacks = list(callbacks)
         self.spec = built.spec
         self.model = built.model
-        self.optimizer = make_optimizer(built)
+        self.optimizer = Optimizers(built)
         self.history: list[dict[str, float]] = []
         self.epoch = 0  # epochs completed
         self.stalled = 0  # consecutive epochs with relative change under tol
@@ -104,7 +134,7 @@ class Trainer:
             terms = self.model(batch)
         loss = torch.stack([t.float() for t in terms.values()]).sum()
         objective = self._balanced(terms) if self.spec.train.balance else loss
-        self.optimizer.zero_grad(set_to_none=True)
+        self.optimizer.zero_grad()
         objective.backward()
         self.optimizer.step()
         return {"loss": loss.detach(), **{k: v.detach() for k, v in terms.items()}}

@@ -389,16 +389,21 @@ def ratings_columns(data_dir: Path, fill: float) -> np.ndarray:
     return dense.T.copy()
 
 
-@pytest.mark.parametrize("fill", [0.0, np.nan], ids=["missing-as-0", "missing-as-nan"])
-def test_embed_new_data_reproduces_training_embeddings(trained, tmp_path, fill):
+@pytest.mark.parametrize("form", ["sparse-npz", "missing-as-nan"])
+def test_embed_new_data_reproduces_training_embeddings(trained, tmp_path, form):
     spec_path, run = trained
     data_dir = spec_path.parent
-    np.save(tmp_path / "ratings_cols.npy", ratings_columns(data_dir, fill))
+    if form == "sparse-npz":
+        ratings = tmp_path / "ratings_cols.npz"
+        sp.save_npz(ratings, sp.csr_array(sp.load_npz(data_dir / "ratings.npz").T))
+    else:
+        ratings = tmp_path / "ratings_cols.npy"
+        np.save(ratings, ratings_columns(data_dir, np.nan))
     out = tmp_path / "new.npy"
     result = invoke("embed", run, "--entity", "book", "--out", out,
                     "--data", f"cover={data_dir / 'covers.npy'}",
                     "--data", f"text={data_dir / 'text.npy'}",
-                    "--data", f"ratings={tmp_path / 'ratings_cols.npy'}")
+                    "--data", f"ratings={ratings}")
     assert result.exit_code == 0, result.output
     z = np.load(out)
     assert z.shape == (48, DIM)
@@ -422,7 +427,7 @@ def test_embed_new_data_with_reader_row_ids(tmp_path):
         "source: {reader: npy, path: text.npy, params: {row_ids: book_ids.txt}}"))
     run = tmp_path / "run"
     assert invoke("train", spec, "--out", run, "-q", "--epochs", 1).exit_code == 0
-    np.save(tmp_path / "r.npy", ratings_columns(spec.parent, 0.0))
+    np.save(tmp_path / "r.npy", ratings_columns(spec.parent, np.nan))
     result = invoke("embed", run, "--entity", "book", "--out", tmp_path / "new.npy",
                     "--data", f"cover={spec.parent / 'covers.npy'}",
                     "--data", f"text={spec.parent / 'text.npy'}",

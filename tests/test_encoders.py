@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mmfuse.plugin_api import Autoencoder
+from mmfuse.plugin_api import Autoencoder, accepted_inputs
 from mmfuse.plugins import get_plugins
 
 SHAPES = {"dense": [(12,), (3, 16, 16)], "conv": [(3, 16, 16), (1, 21, 17)]}
@@ -17,24 +17,56 @@ def cases():
             yield pytest.param(name, shape, id=f"{name}-{'x'.join(map(str, shape))}")
 
 
+def sparse_rows(b: int, width: int) -> torch.Tensor:
+    """A ``torch.sparse_csr`` batch: row k stores k + 1 cells (row 0 one cell)."""
+    crow = torch.tensor([0, *torch.arange(1, b + 1).cumsum(0).tolist()])
+    cols = torch.cat([torch.randperm(width)[: k + 1] for k in range(b)])
+    return torch.sparse_csr_tensor(crow, cols, torch.rand(len(cols)), size=(b, width))
+
+
 @pytest.mark.parametrize(("name", "shape"), list(cases()))
 def test_encoder_contract(name, shape):
     torch.manual_seed(0)
     factory = get_plugins().encoders.get(name)
     ae = factory(shape, 5, decode=True)
     assert isinstance(ae, Autoencoder) and isinstance(ae, torch.nn.Module)
-    x = torch.rand(4, *shape)
-    h = ae.encode(x)
-    assert h.shape == (4, 5)
-    y = ae.decode(h)
-    assert y.shape == x.shape
-    assert torch.isfinite(y).all()
-    torch.nn.functional.mse_loss(y, x).backward()
+    if "dense" in accepted_inputs(factory):
+        x = torch.rand(4, *shape)
+        h = ae.encode(x)
+        assert h.shape == (4, 5)
+        y = ae.decode(h)
+        assert y.shape == x.shape
+        assert torch.isfinite(y).all()
+        loss = torch.nn.functional.mse_loss(y, x)
+    else:  # sparse rows in, decoded at the stored cells
+        x = sparse_rows(4, shape[0])
+        h = ae.encode(x)
+        assert h.shape == (4, 5)
+        which = torch.repeat_interleave(torch.arange(4), x.crow_indices().diff())
+        y = ae.decode_at(h, which, x.col_indices())
+        assert y.shape == x.values().shape and torch.isfinite(y).all()
+        assert torch.allclose(y, ae.decode(h)[which, x.col_indices()], atol=1e-5)
+        loss = torch.nn.functional.mse_loss(y, x.values())
+    loss.backward()
     grads = [p.grad for p in ae.parameters()]
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
     clone = factory(shape, 5, decode=True)
     clone.load_state_dict(ae.state_dict())
     assert torch.equal(clone.encode(x), ae.encode(x))
+
+
+def test_sparse_encoder_reads_only_stored_cells_and_scales_by_their_count():
+    """A row's code is the sum of its stored cells' weight vectors times their values,
+    divided by the square root of its stored cells (so it does not grow with the row)."""
+    torch.manual_seed(0)
+    ae = get_plugins().encoders.get("sparse")((50,), 4, decode=False)
+    x = sparse_rows(3, 50)
+    dense_equivalent = x.to_dense()
+    with torch.no_grad():
+        code = ae.encode(x)
+        counts = x.crow_indices().diff().float()
+        expected = (dense_equivalent @ ae.first.weight) / counts.sqrt()[:, None] + ae.first_bias
+    assert torch.allclose(code, expected, atol=1e-5)
 
 
 @pytest.mark.parametrize("name", ["dense", "conv"])

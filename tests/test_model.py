@@ -72,18 +72,25 @@ def test_terms_can_be_switched_off(multiview):
     assert not any(t.endswith((".factor", ".col")) for t in terms)
 
 
-def test_missing_cells_do_not_count(multiview):
-    """Changing the value of a missing cell never changes the loss; an observed one does."""
+def test_a_sparse_view_scores_its_stored_cells_only(multiview):
+    """The cells of a sparse view in a batch are stored cells with their stored values (no
+    cell that is not stored ever counts); changing them changes the loss."""
     built = build(load_spec(multiview), get_plugins())
+    stored = sp.load_npz(multiview.parent / "ratings.npz").tocsr()
     batch = next(iter(built.batcher.epoch(0)))
-    assert not batch.masks[("ratings", "row")].all()
-    target, mask = batch.blocks["ratings"]  # the factor term's target, (b_user, b_book)
-    assert mask is not None and not mask.all() and mask.any()
-    base = built.model(batch)["ratings.factor"].item()
-    target[~mask] = 100.0
-    assert built.model(batch)["ratings.factor"].item() == pytest.approx(base, abs=1e-7)
-    target[mask] += 1.0
-    assert built.model(batch)["ratings.factor"].item() != pytest.approx(base, abs=1e-3)
+    cells = batch.cells["ratings"]
+    users = batch.idx["user"][cells.rows].numpy().copy()
+    books = batch.idx["book"][cells.cols].numpy().copy()
+    pattern = sp.csr_array((np.ones(stored.nnz), stored.indices, stored.indptr), stored.shape)
+    assert len(cells) > 0 and (pattern[users, books] == 1).all()
+    assert np.allclose(stored[users, books], cells.values.numpy())
+    assert ("ratings", "row") in built.plan.sparse and batch.sides[("ratings", "row")].is_sparse_csr
+    base = {k: v.item() for k, v in built.model(batch).items()}
+    cells.values += 1.0
+    bumped = {k: v.item() for k, v in built.model(batch).items()}
+    for term in ("ratings.factor", "ratings.row", "ratings.col"):
+        assert bumped[term] != pytest.approx(base[term], abs=1e-4)
+    assert bumped["text.factor"] == base["text.factor"]
 
 
 @pytest.mark.parametrize("name", ["gaussian", "bernoulli", "poisson"])

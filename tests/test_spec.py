@@ -183,7 +183,8 @@ def test_unknown_entity_lists_known_entities(tmp_path):
     path = write(tmp_path, text)
     assert graph_errors(path) == [
         "spec.yaml:8 views.v.cols: unknown entity 'c'; known entities: a, b",
-        "spec.yaml:10 train.primary: unknown entity 'zz'; known entities: a, b",
+        "spec.yaml:10 train.primary: unknown entity or view 'zz'; known entities: a, b; "
+        "known views: v",
     ]
 
 
@@ -363,7 +364,8 @@ def test_set_errors_point_at_set(tmp_path):
     assert rendered(err, path) == [
         "--set train.epochs: Input should be greater than or equal to 1",
         "--set train.bogus: unknown key; known: epochs, batch_size, entity_batch, primary, "
-        "optimizer, tol, patience, device, precision, compile, balance, threads, callbacks",
+        "cell_batch, optimizer, tol, patience, device, precision, compile, balance, threads, "
+        "callbacks",
     ]
     assert all(i.file == "--set" and i.line is None for i in err.issues)
 

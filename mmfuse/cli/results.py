@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import numpy as np
+import scipy.sparse as sp
 import typer
 
 from mmfuse.api import embed_new, evaluate_run, load_trained
@@ -23,14 +24,19 @@ def evaluate_command(run_path: RunArg) -> None:
     console.print(f"wrote {run.evaluation_file}", highlight=False)
 
 
-def _parse_data(items: list[str]) -> dict[str, np.ndarray]:
-    arrays = {}
+def _parse_data(items: list[str]) -> dict[str, Any]:
+    """VIEW=FILE pairs: ``.npy`` arrays (NaN cells missing) or scipy sparse ``.npz`` files
+    (cells not stored are missing)."""
+    arrays: dict[str, Any] = {}
     for item in items:
         view, sep, path = item.partition("=")
         if not sep:
             raise typer.BadParameter(f"{item!r}: expected VIEW=FILE.npy", param_hint="--data")
         try:
-            arrays[view] = np.load(path, allow_pickle=False)
+            if path.endswith(".npz"):
+                arrays[view] = sp.load_npz(path)
+            else:
+                arrays[view] = np.load(path, allow_pickle=False)
         except (OSError, ValueError) as exc:
             raise DataError(f"--data {item}: {exc}") from None
     return arrays
