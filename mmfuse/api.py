@@ -20,8 +20,8 @@ import scipy.sparse as sp
 import torch
 
 import mmfuse
-from mmfuse.build import Built, build, count_parameters
 from mmfuse.batching import sparse_to_device
+from mmfuse.build import Built, build, count_parameters
 from mmfuse.data import Data, MatrixData, SparseRows
 from mmfuse.errors import DataError, MmfuseError
 from mmfuse.evaluate import evaluate_embeddings

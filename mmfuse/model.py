@@ -11,7 +11,7 @@ for every entity ``z_e(i) = F_e([h_1(i) ‖ h_2(i) ‖ …])`` over every code o
 
 A matrix view is a set of observed cells: a batch carries, per matrix view, COO cells
 (:class:`Cells`), and the factor term is the gathered dot products over them.  A side whose
-encoder takes sparse rows gets a ``torch.sparse_csr`` batch and is scored at the batch's cells
+encoder takes sparse rows gets a :class:`~mmfuse.plugin_api.SparseBatch` and is scored at the cells
 of its view; a dense side is decoded whole and scored on its observed cells (mask).
 Presets (mmeda2, mmeda1, dcmf, cmf) are switches on this one model, resolved once into the
 :class:`Plan`.  The model is handed ready codecs by :mod:`mmfuse.build`: it never sees the
@@ -81,7 +81,8 @@ class Batch:
 
     ``idx[e]``: the instances of entity ``e`` the step encodes (global indices).
     ``sides[(v, "row")]``: the encoder input of those rows of ``v``: ``X_v[I_r, :]`` dense
-    (b_r, n_c), or a ``torch.sparse_csr`` tensor of their stored cells; ``sides[(v, "col")]``
+    (b_r, n_c), or a :class:`~mmfuse.plugin_api.SparseBatch` of their stored cells;
+    ``sides[(v, "col")]``
     likewise for ``X_v[:, I_c]ᵀ`` (or its sketch); ``sides[(t, "tensor")]`` is ``T[I_r]``.
     ``masks``: observed cells of a dense side (None: all).  ``cells[v]``: the observed cells
     (and sampled negatives) of matrix view ``v`` that the step scores.

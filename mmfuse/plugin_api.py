@@ -33,7 +33,7 @@ class ViewSide:
     in_shape: tuple[int, ...]
     spec: ViewSpec | None = None
     #: ``"dense"`` (a float tensor) or ``"sparse"`` (the stored cells of a sparse view's rows,
-    #: as a ``torch.sparse_csr`` tensor); pick an encoder that accepts it (:func:`accepts`)
+    #: a :class:`SparseBatch`); pick an encoder that accepts it (:func:`accepts`)
     input: str = "dense"
 
 
@@ -71,13 +71,50 @@ class ReadContext:
 Reader = Callable[[Path | None, Mapping[str, Any], ReadContext], ViewArray]
 
 
+@dataclass
+class SparseBatch:
+    """What an encoder that accepts sparse inputs receives: the stored cells of ``b`` rows of
+    a sparse view (or columns, as rows of its transpose), twice: in row order (CSR: the cells
+    of row ``k`` are ``col[crow[k]:crow[k + 1]]`` with ``values`` alike) and in column order
+    (CSC: the cells of column ``j`` are ``row[ccol[j]:ccol[j + 1]]`` with ``tvalues``), so that
+    both a forward pass and its gradient are bags of cells, with no sort at step time."""
+
+    crow: torch.Tensor  # (b + 1,) long
+    col: torch.Tensor  # (nnz,) long
+    values: torch.Tensor  # (nnz,) float
+    ccol: torch.Tensor  # (width + 1,) long
+    row: torch.Tensor  # (nnz,) long
+    tvalues: torch.Tensor  # (nnz,) float
+    shape: tuple[int, int]  # (b, width)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def to(self, device: torch.device | str) -> SparseBatch:
+        moved = {k: getattr(self, k).to(device, non_blocking=True)
+                 for k in ("crow", "col", "values", "ccol", "row", "tvalues")}
+        return SparseBatch(**moved, shape=self.shape)
+
+    def counts(self) -> torch.Tensor:
+        """Stored cells per row (b,)."""
+        return self.crow.diff()
+
+    def to_dense(self) -> torch.Tensor:
+        import torch
+
+        out = torch.zeros(self.shape, dtype=self.values.dtype, device=self.values.device)
+        rows = torch.repeat_interleave(torch.arange(self.shape[0], device=self.crow.device),
+                                       self.counts())
+        out[rows, self.col] = self.values
+        return out
+
+
 @runtime_checkable
 class Autoencoder(Protocol):
     """What an encoder factory returns: an ``nn.Module`` with these methods.
 
     ``encode(x)``: ``(b, *in_shape)`` float → ``(b, code_dim)``; for an encoder that accepts
-    sparse inputs, ``x`` is a ``torch.sparse_csr`` tensor ``(b, width)`` of the rows' stored
-    cells (``crow_indices()``, ``col_indices()``, ``values()``).
+    sparse inputs, ``x`` is a :class:`SparseBatch` of the rows' stored cells.
     ``decode(h)``: ``(b, code_dim)`` → ``(b, *in_shape)`` in the likelihood's natural
     parameter (pre-link: the likelihood applies its own link).
     ``decode_at(h, which, at)`` (encoders that accept sparse inputs): the decoded values of

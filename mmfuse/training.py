@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from mmfuse.batching import prefetch
 from mmfuse.build import Built
 from mmfuse.errors import MmfuseError
 from mmfuse.plugin_api import Callback
@@ -41,7 +42,9 @@ class Optimizers:
                                           weight_decay=o.weight_decay)]
             return
         cls = torch.optim.AdamW if o.type == "adamw" else torch.optim.Adam
-        self.parts = [cls(dense, lr=o.lr, weight_decay=o.weight_decay)] if dense else []
+        # fused: one pass over each parameter's memory (CPU and CUDA), not ten
+        self.parts = [cls(dense, lr=o.lr, weight_decay=o.weight_decay, fused=True)
+                      ] if dense else []
         if sparse:
             if o.weight_decay:
                 log.warning("weight_decay is not applied to free factor tables (SparseAdam "
@@ -169,7 +172,7 @@ class Trainer:
             steps = 0
             for cb in self.callbacks:
                 cb.on_epoch_start(self, epoch + 1, batcher.steps_per_epoch())
-            for batch in batcher.epoch(epoch):
+            for batch in prefetch(batcher.epoch(epoch)):
                 terms = {k: float(v) for k, v in self.step_fn(batch).items()}
                 if not math.isfinite(terms["loss"]):
                     bad = ", ".join(k for k, v in terms.items() if not math.isfinite(v))

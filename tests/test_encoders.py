@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
-from mmfuse.plugin_api import Autoencoder, accepted_inputs
+from mmfuse.batching import sparse_to_device
+from mmfuse.data import SparseRows
+from mmfuse.plugin_api import Autoencoder, SparseBatch, accepted_inputs
 from mmfuse.plugins import get_plugins
 
 SHAPES = {"dense": [(12,), (3, 16, 16)], "conv": [(3, 16, 16), (1, 21, 17)]}
@@ -17,11 +20,13 @@ def cases():
             yield pytest.param(name, shape, id=f"{name}-{'x'.join(map(str, shape))}")
 
 
-def sparse_rows(b: int, width: int) -> torch.Tensor:
-    """A ``torch.sparse_csr`` batch: row k stores k + 1 cells (row 0 one cell)."""
-    crow = torch.tensor([0, *torch.arange(1, b + 1).cumsum(0).tolist()])
-    cols = torch.cat([torch.randperm(width)[: k + 1] for k in range(b)])
-    return torch.sparse_csr_tensor(crow, cols, torch.rand(len(cols)), size=(b, width))
+def sparse_rows(b: int, width: int) -> SparseBatch:
+    """A sparse batch: row k stores k + 1 cells."""
+    crow = np.array([0, *np.cumsum(np.arange(1, b + 1))])
+    cols = np.concatenate([np.random.default_rng(k).permutation(width)[: k + 1]
+                           for k in range(b)])
+    values = np.random.default_rng(b).random(len(cols)).astype(np.float32)
+    return sparse_to_device(SparseRows(crow, cols, values, width), torch.device("cpu"))
 
 
 @pytest.mark.parametrize(("name", "shape"), list(cases()))
@@ -42,11 +47,11 @@ def test_encoder_contract(name, shape):
         x = sparse_rows(4, shape[0])
         h = ae.encode(x)
         assert h.shape == (4, 5)
-        which = torch.repeat_interleave(torch.arange(4), x.crow_indices().diff())
-        y = ae.decode_at(h, which, x.col_indices())
-        assert y.shape == x.values().shape and torch.isfinite(y).all()
-        assert torch.allclose(y, ae.decode(h)[which, x.col_indices()], atol=1e-5)
-        loss = torch.nn.functional.mse_loss(y, x.values())
+        which = torch.repeat_interleave(torch.arange(4), x.counts())
+        y = ae.decode_at(h, which, x.col)
+        assert y.shape == x.values.shape and torch.isfinite(y).all()
+        assert torch.allclose(y, ae.decode(h)[which, x.col], atol=1e-5)
+        loss = torch.nn.functional.mse_loss(y, x.values)
     loss.backward()
     grads = [p.grad for p in ae.parameters()]
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
@@ -62,9 +67,12 @@ def test_sparse_encoder_reads_only_stored_cells_and_scales_by_their_count():
     ae = get_plugins().encoders.get("sparse")((50,), 4, decode=False)
     x = sparse_rows(3, 50)
     dense_equivalent = x.to_dense()
+    by_col = torch.zeros(x.shape)  # both orders hold the same cells
+    by_col[x.row, torch.repeat_interleave(torch.arange(x.shape[1]), x.ccol.diff())] = x.tvalues
+    assert torch.equal(x.to_dense(), by_col)
     with torch.no_grad():
         code = ae.encode(x)
-        counts = x.crow_indices().diff().float()
+        counts = x.counts().float()
         expected = (dense_equivalent @ ae.first.weight) / counts.sqrt()[:, None] + ae.first_bias
     assert torch.allclose(code, expected, atol=1e-5)
 

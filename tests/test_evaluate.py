@@ -125,12 +125,12 @@ def test_a_target_linear_in_a_view_is_predicted_by_that_views_baseline(tiny):
     # item is the column entity of `other`: its baseline features are the columns X[:, i]
     from_cols = result["targets"]["from_cols"]
     assert from_cols["baseline_features"]["other"] == {"sides": ["col"], "width": 8, "dim": 8,
-                                                       "pca": False}
+                                                       "pca": False, "reduction": "none"}
     assert from_cols["baselines"]["other"]["r2"] > 0.99
     assert from_cols["baselines"]["signal"]["r2"] < 0.3
     # wider than baseline_dim: reduced by PCA
     assert linear["baseline_features"]["noise"] == {"sides": ["row"], "width": 70, "dim": 12,
-                                                    "pca": True}
+                                                    "pca": True, "reduction": "pca"}
     assert linear["baseline_features"]["concat"]["width"] == 12 + 70 + 8
 
 

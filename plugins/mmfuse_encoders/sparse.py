@@ -14,10 +14,39 @@ import math
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from mmfuse.model import mlp
-from mmfuse.plugin_api import accepts
+from mmfuse.plugin_api import SparseBatch, accepts
+
+
+class _BagSum(torch.autograd.Function):
+    """``out[b] = Σ_k w_k · weight[col_k]`` over the stored cells ``k`` of row ``b``.
+
+    Forward and backward are both bags of cells: the gradient of ``weight[j]`` is a bag over
+    the cells of column ``j`` (the batch's column order), so no index is sorted or scattered
+    at step time (``embedding_bag``'s own backward sorts every index first).
+    """
+
+    @staticmethod
+    def forward(ctx, weight, x: SparseBatch, row_scale):
+        ctx.x, ctx.n = x, weight.shape[0]
+        ctx.save_for_backward(row_scale)
+        return F.embedding_bag(x.col, weight, x.crow[:-1], mode="sum",
+                               per_sample_weights=x.values * row_scale[_cell_rows(x)])
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        x, (row_scale,) = ctx.x, ctx.saved_tensors
+        grad = F.embedding_bag(x.row, grad_out, x.ccol[:-1], mode="sum",
+                               per_sample_weights=x.tvalues * row_scale[x.row])
+        return grad, None, None
+
+
+def _cell_rows(x: SparseBatch) -> torch.Tensor:
+    return torch.repeat_interleave(torch.arange(len(x), device=x.crow.device), x.counts(),
+                                   output_size=len(x.values))
 
 
 class SparseAutoencoder(nn.Module):
@@ -39,14 +68,11 @@ class SparseAutoencoder(nn.Module):
             self.out_weight = nn.Parameter(torch.empty(n_in, back[-1]).uniform_(-bound, bound))
             self.out_bias = nn.Parameter(torch.empty(n_in).uniform_(-bound, bound))
 
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """``x``: a ``torch.sparse_csr`` tensor (b, n_in) → codes (b, code_dim)."""
-        crow, cols, values = x.crow_indices(), x.col_indices(), x.values()
-        counts = crow.diff()
-        scale = counts.clamp_min(1).to(values.dtype).rsqrt()
-        weights = values * torch.repeat_interleave(scale, counts, output_size=len(values))
-        h = self.first(cols, crow[:-1], per_sample_weights=weights) + self.first_bias
-        return self.rest(h)
+    def encode(self, x: SparseBatch) -> torch.Tensor:
+        """``x``: the stored cells of b rows → codes (b, code_dim)."""
+        row_scale = x.counts().clamp_min(1).to(x.values.dtype).rsqrt()
+        h = _BagSum.apply(self.first.weight, x, row_scale)
+        return self.rest(h + self.first_bias)
 
     def _trunk(self, h: torch.Tensor) -> torch.Tensor:
         if self.decoder is None:
