@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import platform
+import resource
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ import torch
 import mmfuse
 from mmfuse.batching import sparse_to_device
 from mmfuse.build import Built, build, count_parameters
+from mmfuse.cost import check_memory, estimate
 from mmfuse.data import Data, MatrixData, SparseRows
 from mmfuse.errors import DataError, MmfuseError
 from mmfuse.evaluate import evaluate_embeddings
@@ -72,15 +74,24 @@ def _manifest(built: Built, trainer: Trainer, started: float, status: str) -> di
             "steps_per_epoch": built.batcher.steps_per_epoch(),
             "primary": built.batcher.primary,
         },
+        "cost": {"steps_per_epoch": built.batcher.steps_per_epoch(),
+                 "peak_rss_mib": round(_peak_rss_mib(), 1)},
         "written": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
 
 
+def _peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def train(spec: Spec, out: Path | str | None = None, *, resume: bool = False,
           callbacks: Sequence[Callback] = (), plugins: Plugins | None = None,
-          device: str | None = None, evaluate: bool = True) -> TrainResult:
+          device: str | None = None, evaluate: bool = True,
+          ignore_memory: bool = False) -> TrainResult:
     """Train ``spec``; write the run folder (checkpoint every epoch); embed every entity;
-    evaluate when the spec says how.  ``resume`` continues from ``out``'s checkpoint."""
+    evaluate when the spec says how.  ``resume`` continues from ``out``'s checkpoint.
+    A spec whose peak-memory estimate exceeds the machine's is refused unless
+    ``ignore_memory``."""
     plugins = plugins or get_plugins()
     run = RunDir(Path(out) if out else default_run_dir(spec))
     if resume and not run.checkpoint_file.is_file():
@@ -89,6 +100,10 @@ def train(spec: Spec, out: Path | str | None = None, *, resume: bool = False,
         raise MmfuseError(f"{run.root} already holds a run; add --resume to continue it, "
                           "or choose another --out")
     built = build(spec, plugins, device)
+    cost = estimate(built)
+    log.info("estimated peak memory %.0f MiB", cost.peak_bytes / 2**20)
+    if not ignore_memory:
+        check_memory(cost)
     observers = [plugins.callbacks.get(name)() for name in spec.train.callbacks]
     trainer = Trainer(built, run, [*observers, *callbacks])
     if resume:

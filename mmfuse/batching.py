@@ -8,6 +8,10 @@ are taken whole), and every other sparse view through its own cells, so that eac
 view's cells are all visited once per epoch.  An entity's instances in a step are its own
 batch plus every instance that the step's cells touch.
 
+A sparse side's encoder reads, in training, at most ``encoder_cells`` of each row's stored
+cells (a uniform sample, rescaled so sums stay unbiased; all of them when embedding), so a
+step's cost is bounded by its cells, not by the rows' lengths.
+
 Cells per matrix view: a dense view scores the block of the step's rows × columns (its
 observed cells); a sparse view scores its drawn cells, plus, where the view says so
 (bernoulli views by default), sampled negatives: unobserved cells taken as 0, one column of
@@ -48,10 +52,11 @@ def sparse_to_device(rows: SparseRows, device: torch.device) -> SparseBatch:
     def t(a, dtype):
         return torch.from_numpy(np.ascontiguousarray(a, dtype=dtype))
 
+    totals = np.diff(rows.indptr) if rows.totals is None else rows.totals
     batch = SparseBatch(t(part.indptr, np.int64), t(part.indices, np.int64),
                         t(part.data, np.float32), t(by_col.indptr, np.int64),
                         t(by_col.indices, np.int64), t(by_col.data, np.float32),
-                        (len(rows), rows.width))
+                        (len(rows), rows.width), t(totals, np.int64))
     return batch.to(device)
 
 
@@ -179,6 +184,9 @@ class Batcher:
             elif key in self.plan.sparse:
                 assert isinstance(store, MatrixData)
                 part = (store.sparse_rows if role == "row" else store.sparse_cols)(idx[entity])
+                cap = vspec.encoder_cells
+                if rng is not None and cap is not None:  # training: bounded cells per row
+                    part = part.sample(cap, rng)
                 batch.sides[key] = sparse_to_device(part, dev)
                 continue
             else:

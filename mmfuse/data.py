@@ -55,9 +55,27 @@ class SparseRows:
     indices: np.ndarray  # (nnz,) int32/int64: column of each stored cell
     values: np.ndarray  # (nnz,) float32
     width: int  # number of columns (the input width of an encoder)
+    totals: np.ndarray | None = None  # stored cells per row, where a sample is held
 
     def __len__(self) -> int:
         return len(self.indptr) - 1
+
+    def sample(self, k: int, rng: np.random.Generator) -> SparseRows:
+        """At most ``k`` cells per row: rows with more get a uniform sample (with
+        replacement) whose values are scaled by ``stored / k``, so sums stay unbiased."""
+        counts = np.diff(self.indptr)
+        big = counts > k
+        if not big.any():
+            return self
+        held = np.minimum(counts, k)
+        indptr = np.concatenate([[0], np.cumsum(held)])
+        row = np.repeat(np.arange(len(counts)), held)
+        within = np.arange(indptr[-1]) - indptr[row]
+        drawn = (rng.random(len(row)) * counts[row]).astype(np.int64)
+        pos = self.indptr[row] + np.where(big[row], drawn, within)
+        scale = np.where(big, counts / k, 1.0).astype(np.float32)[row]
+        return SparseRows(indptr, self.indices[pos], self.values[pos] * scale, self.width,
+                          totals=counts)
 
 
 class MatrixData:

@@ -77,7 +77,14 @@ class SparseBatch:
     a sparse view (or columns, as rows of its transpose), twice: in row order (CSR: the cells
     of row ``k`` are ``col[crow[k]:crow[k + 1]]`` with ``values`` alike) and in column order
     (CSC: the cells of column ``j`` are ``row[ccol[j]:ccol[j + 1]]`` with ``tvalues``), so that
-    both a forward pass and its gradient are bags of cells, with no sort at step time."""
+    both a forward pass and its gradient are bags of cells, with no sort at step time.
+
+    In training, a row with more stored cells than its view's ``encoder_cells`` holds a
+    uniform sample of them (with replacement), each value multiplied by
+    ``totals / sampled``, so that a sum over the row's cells is an unbiased estimate of the
+    sum over all of them; ``totals`` is the row's true number of stored cells (normalise by
+    it, not by ``counts()``).  When embedding, every row holds all its cells.
+    """
 
     crow: torch.Tensor  # (b + 1,) long
     col: torch.Tensor  # (nnz,) long
@@ -86,17 +93,18 @@ class SparseBatch:
     row: torch.Tensor  # (nnz,) long
     tvalues: torch.Tensor  # (nnz,) float
     shape: tuple[int, int]  # (b, width)
+    totals: torch.Tensor  # (b,) long: stored cells of each row (sampled or not)
 
     def __len__(self) -> int:
         return self.shape[0]
 
     def to(self, device: torch.device | str) -> SparseBatch:
         moved = {k: getattr(self, k).to(device, non_blocking=True)
-                 for k in ("crow", "col", "values", "ccol", "row", "tvalues")}
+                 for k in ("crow", "col", "values", "ccol", "row", "tvalues", "totals")}
         return SparseBatch(**moved, shape=self.shape)
 
     def counts(self) -> torch.Tensor:
-        """Stored cells per row (b,)."""
+        """Cells held per row (b,) (a sample's size for a sampled row; see ``totals``)."""
         return self.crow.diff()
 
     def to_dense(self) -> torch.Tensor:

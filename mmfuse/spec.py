@@ -109,6 +109,10 @@ class ViewSpec(_Model):
         None, ge=0, description="sparse matrix views: unobserved cells sampled per observed "
         "cell of a step and scored as 0 (implicit 0/1 data, networks); default 1 for "
         "bernoulli views, 0 otherwise")
+    encoder_cells: int | None = Field(
+        None, ge=1, description="sparse matrix views: stored cells of a row (or column) that "
+        "its encoder reads per training step, a uniform sample rescaled so sums stay "
+        "unbiased (neighbour sampling; embedding reads all of them); null: all")
     terms: TermsSpec = Field(default_factory=lambda: TermsSpec(),
                              description="this view's loss terms on/off (over model.terms)")
 

@@ -9,8 +9,10 @@ import typer
 from rich.table import Table
 
 from mmfuse.build import build, describe_model
-from mmfuse.cli.options import SetOpt, SpecArg
+from mmfuse.cli.options import IgnoreMemoryOpt, SetOpt, SpecArg
 from mmfuse.cli.render import console
+from mmfuse.cost import check_memory, estimate
+from mmfuse.cost import render as render_cost
 from mmfuse.graph import build_graph, render_dot, render_text
 from mmfuse.plugins import KINDS, get_plugins
 from mmfuse.spec import load_spec
@@ -21,16 +23,24 @@ class GraphFormat(str, Enum):
     dot = "dot"
 
 
-def validate_command(spec_path: SpecArg, set_: SetOpt = None) -> None:
-    """Check the spec and its data; print the graph and the resolved model without training."""
+def validate_command(spec_path: SpecArg, set_: SetOpt = None,
+                     ignore_memory: IgnoreMemoryOpt = False) -> None:
+    """Check the spec and its data; print the graph, the resolved model and its cost (cells
+    per step and epoch, peak memory estimate) without training."""
     spec = load_spec(spec_path, set_ or [])
     built = build(spec, get_plugins(), device="cpu")
+    for note in built.plan.notes:
+        console.print(f"[yellow]note:[/yellow] {note}", highlight=False)
     if built.data.dataset_message:
         console.print(built.data.dataset_message, highlight=False)
     console.print(render_text(built.graph, spec), highlight=False)
     console.print("data: " + ", ".join(f"{v} {list(s)}" for v, s in built.data.shapes().items()),
                   highlight=False)
     console.print(describe_model(built), highlight=False)
+    cost = estimate(built)
+    console.print(render_cost(cost), highlight=False)
+    if not ignore_memory:
+        check_memory(cost)
     console.print(f"[green]{spec_path}: spec and data OK[/green]")
 
 

@@ -13,3 +13,5 @@ RunArg = Annotated[Path, typer.Argument(help="A run folder written by `mmfuse tr
                                         exists=True, file_okay=False, metavar="RUN")]
 SetOpt = Annotated[list[str] | None, typer.Option(
     "--set", help="Override a spec field: --set train.epochs=5 (repeatable).")]
+IgnoreMemoryOpt = Annotated[bool, typer.Option(
+    "--ignore-memory", help="Train even if the peak-memory estimate exceeds this machine's.")]

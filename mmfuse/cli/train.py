@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from mmfuse.api import default_run_dir, train
-from mmfuse.cli.options import SetOpt, SpecArg
+from mmfuse.cli.options import IgnoreMemoryOpt, SetOpt, SpecArg
 from mmfuse.cli.render import ProgressBar, console, err_console, evaluation_table
 from mmfuse.spec import load_spec
 
@@ -22,6 +22,7 @@ def train_command(
     resume: Annotated[bool, typer.Option(
         help="Continue the run in --out from its checkpoint.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
+    ignore_memory: IgnoreMemoryOpt = False,
 ) -> None:
     """Train a spec: write the run folder, embeddings of every entity, and the evaluation."""
     overrides = list(set_ or [])
@@ -35,7 +36,8 @@ def train_command(
     out = out or default_run_dir(spec)
     callbacks = [] if quiet else [ProgressBar(spec.train.epochs)]
     try:
-        result = train(spec, out, resume=resume, callbacks=callbacks)
+        result = train(spec, out, resume=resume, callbacks=callbacks,
+                       ignore_memory=ignore_memory)
     except KeyboardInterrupt:
         if (out / "checkpoint.pt").is_file():
             err_console.print(f"interrupted; continue with: mmfuse train {spec_path} "

@@ -2,7 +2,8 @@
 
 The first layer sums the weight vectors of a row's stored cells, each times its value
 (``nn.EmbeddingBag`` with per-sample weights), divided by the square root of the row's stored
-cells so that a code does not grow with the row's length; further layers are an MLP.  The
+cells (all of them, where the batch holds a rescaled sample: ``SparseBatch.totals``) so
+that a code does not grow with the row's length; further layers are an MLP.  The
 decoder mirrors the MLP, and its last layer is evaluated only at the cells asked for
 (``decode_at``): a weight vector and a bias per output column, gathered per cell.  A row with
 ``m`` stored cells costs ``O(m × width)``, never ``O(n_cols)``.
@@ -57,7 +58,9 @@ class SparseAutoencoder(nn.Module):
         (n_in,) = self.in_shape
         widths = [*hidden, code_dim]
         self.first = nn.EmbeddingBag(n_in, widths[0], mode="sum")
-        nn.init.uniform_(self.first.weight, -1.0, 1.0)  # variance 1/3, as nn.Linear on n inputs
+        # codes start small, as free factors do (std 0.1): a large random start puts the
+        # factor term far above the data's variance, which Adam at lr 1e-3 is slow to undo
+        nn.init.normal_(self.first.weight, std=0.1)
         self.first_bias = nn.Parameter(torch.zeros(widths[0]))
         self.rest = nn.Sequential(nn.ReLU(), mlp(widths)) if hidden else nn.Identity()
         self.decoder = None
@@ -70,7 +73,7 @@ class SparseAutoencoder(nn.Module):
 
     def encode(self, x: SparseBatch) -> torch.Tensor:
         """``x``: the stored cells of b rows → codes (b, code_dim)."""
-        row_scale = x.counts().clamp_min(1).to(x.values.dtype).rsqrt()
+        row_scale = x.totals.clamp_min(1).to(x.values.dtype).rsqrt()
         h = _BagSum.apply(self.first.weight, x, row_scale)
         return self.rest(h + self.first_bias)
 
