@@ -244,8 +244,9 @@ def child_steps(a: dict[str, Any]) -> dict[str, Any]:
     if not timer.timed:
         return {"failed": "training ended before any step was timed"}
     per_step = timer.total / timer.timed
+    manifest = json.loads((Path(a["out"]) / "manifest.json").read_text())
     return {"setup_s": (timer.started or start) - start, "us_per_instance": 1e6 * per_step / batch,
-            "steps": timer.timed, "batch": batch}
+            "steps": timer.timed, "batch": batch, "notes": manifest["model"].get("notes", [])}
 
 
 CHILDREN = {"train": child_train, "cmfrec": child_cmfrec, "steps": child_steps}
@@ -386,6 +387,8 @@ def dense_case(sizes: list[int], root: Path, args: argparse.Namespace) -> list[s
             rows.append(f"| {n:,} | {col} | {problem(res)} |" + " |" * 4)
             continue
         ratio = res["us_per_instance"] / base if base else None
+        if any("columns: sketch" in note for note in res.get("notes", [])):
+            col = f"{col} (→ sketch: over 20,000 rows)"
         rows.append(f"| {n:,} | {col} | {fmt(res['us_per_instance'], 1)} | "
                     f"{fmt(res['rss_anon_mib'], 0)} | {fmt(res['hwm_mib'], 0)} | "
                     f"{fmt(ratio)} | {fmt(res['setup_s'], 1)} |")

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 import torch
+from test_model import matrix_only
 
 from mmfuse.api import train
 from mmfuse.build import build
@@ -68,11 +69,7 @@ def test_bernoulli_sparse_views_add_sampled_negatives(tmp_path):
 
 
 def test_free_factors_take_sparse_gradients_and_update_only_the_rows_used(multiview):
-    text = multiview.read_text()
-    start, end = text.index("  cover:"), text.index("  text:")
-    spec = multiview.with_name("m.yaml")
-    spec.write_text(text[:start] + text[end:])
-    built = build(load_spec(spec, ["model.preset=cmf", "train.primary=ratings",
+    built = build(load_spec(matrix_only(multiview), ["model.preset=cmf", "train.primary=ratings",
                                    "train.cell_batch=20"]), get_plugins())
     model = built.model
     assert {id(p) for p in model.sparse_parameters()} == {
@@ -98,9 +95,7 @@ def test_resume_is_bit_exact_with_cell_batches(multiview, tmp_path, sets):
     from test_training import KillAfter, embeddings
 
     if "model.preset=cmf" in sets:
-        text = multiview.read_text()
-        start, end = text.index("  cover:"), text.index("  text:")
-        multiview.write_text(text[:start] + text[end:])
+        multiview = matrix_only(multiview)
     sets = [*sets, "train.epochs=3"]
     train(load_spec(multiview, sets), tmp_path / "full")
     with pytest.raises(KeyboardInterrupt):
