@@ -14,7 +14,16 @@ from mmfuse.batching import Batcher
 from mmfuse.data import Data, MatrixData, load_data
 from mmfuse.errors import MmfuseError, SpecError, SpecIssue
 from mmfuse.graph import build_graph
-from mmfuse.model import WIDE, Codecs, FusionModel, Key, Plan, free_table, make_plan
+from mmfuse.model import (
+    WIDE,
+    Codecs,
+    FusionModel,
+    Key,
+    Plan,
+    free_table,
+    fusion_net,
+    make_plan,
+)
 from mmfuse.plugin_api import ViewSide, accepted_inputs
 from mmfuse.plugins import Plugins
 from mmfuse.spec import EncoderSpec, Spec
@@ -81,7 +90,7 @@ def build(spec: Spec, plugins: Plugins, device: str | None = None) -> Built:
         likelihoods={v: plugins.likelihoods.get(s.likelihood) for v, s in spec.views.items()},
         weights={v: s.weight for v, s in spec.views.items()},
         view_entities={v: (s.rows, s.cols) for v, s in spec.views.items() if s.cols},
-        dim=spec.model.dim, fusion_hidden=list(spec.model.fusion_hidden))
+        dim=spec.model.dim)
     init_factor_bias(model, data)
     model = model.to(dev)
     return Built(spec, graph, data, plan, model, Batcher(spec, data, plan, dev), dev)
@@ -172,6 +181,10 @@ def build_codecs(spec: Spec, plan: Plan, plugins: Plugins, sizes: dict[str, int]
             if module is not None:
                 codecs.views[f"{view}:{role}"] = module
                 codecs.widths[key] = width
+        if all(key in codecs.widths for key in keys):  # built after its codecs (seeded order)
+            total = sum(codecs.widths[key] for key in keys)
+            codecs.fusion[ename] = fusion_net(total, d, list(spec.model.fusion_hidden),
+                                              len(keys))
     if issues:
         raise SpecError(issues)
     return codecs, replace(plan, sparse=frozenset(sparse))

@@ -201,12 +201,21 @@ class Codecs:
     entities: dict[str, nn.Module]  # dcmf: entity → autoencoder over its matrix sides
     free: dict[str, nn.Module]  # cmf: entity → free table
     widths: dict[Key, int]
+    fusion: dict[str, nn.Module] = field(default_factory=dict)  # entity → F_e over its codes
+
+
+def fusion_net(total: int, dim: int, hidden: list[int], n_codes: int) -> nn.Module:
+    """``F_e``: an MLP from the concatenated codes (width ``total``) to ``dim``; the
+    identity for a single code of width ``dim`` and no hidden layers."""
+    if n_codes == 1 and total == dim and not hidden:
+        return nn.Identity()
+    return mlp([total, *hidden, dim])
 
 
 class FusionModel(nn.Module):
     def __init__(self, plan: Plan, codecs: Codecs, likelihoods: dict[str, object],
                  weights: dict[str, float], view_entities: dict[str, tuple[str, str]],
-                 dim: int, fusion_hidden: list[int]):
+                 dim: int):
         super().__init__()
         self.plan = plan
         self.dim = dim
@@ -216,19 +225,11 @@ class FusionModel(nn.Module):
         self.codecs = nn.ModuleDict(codecs.views)
         self.entity_codecs = nn.ModuleDict(codecs.entities)
         self.free = nn.ModuleDict(codecs.free)
-        self.fusion = nn.ModuleDict()
         # an intercept per factor term: a sparse 0/1 view needs a negative logit that dot
         # products of representations alone reach poorly (e.g. a protein network)
         self.factor_bias = nn.ParameterDict(
             {v: nn.Parameter(torch.zeros(())) for v in plan.factors})
-        if plan.preset.codes != "view":
-            return
-        for ename, keys in plan.codes.items():
-            total = sum(codecs.widths[key] for key in keys)
-            if len(keys) == 1 and total == dim and not fusion_hidden:
-                self.fusion[ename] = nn.Identity()
-            else:
-                self.fusion[ename] = mlp([total, *fusion_hidden, dim])
+        self.fusion = nn.ModuleDict(codecs.fusion)
 
     def sparse_parameters(self) -> list[nn.Parameter]:
         """Parameters with sparse gradients (free tables), for an optimiser of their own."""
