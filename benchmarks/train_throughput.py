@@ -24,7 +24,7 @@ spec = load_spec(sys.argv[1], sys.argv[3:])
 start = time.perf_counter()
 result = train(spec, sys.argv[2], evaluate=False)
 t = result.trainer
-n = result.built.data.sizes[result.built.batcher.primary]
+n = result.built.batcher.epoch_size()  # primary instances, or a sparse primary's cells
 epochs = [h["seconds"] for h in t.history]
 print(json.dumps({
     "parameters": sum(p.numel() for p in result.built.model.parameters()),

@@ -101,6 +101,12 @@ class Batcher:
     def primary_is_view(self) -> bool:
         return self.primary in self.spec.views
 
+    def epoch_size(self) -> int:
+        """What an epoch visits once: the primary's stored cells, or its instances."""
+        if self.primary_is_view:
+            return self.nnz[self.primary]
+        return self.data.sizes[self.primary]
+
     def steps_per_epoch(self) -> int:
         if self.primary_is_view:
             return max(1, math.ceil(self.nnz[self.primary] / self.spec.train.cell_batch))

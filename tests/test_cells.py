@@ -45,6 +45,9 @@ def test_an_epoch_visits_every_stored_cell_once(multiview, primary):
     assert {tuple(map(int, c)) for c in cells} == stored(multiview.parent / "ratings.npz")
     if primary == "ratings":
         assert built.batcher.steps_per_epoch() == -(-len(cells) // 50)
+        assert built.batcher.epoch_size() == len(cells)
+    else:
+        assert built.batcher.epoch_size() == 48
     # the next epoch draws them in another order
     assert not np.array_equal(cells, drawn_cells(built, "ratings", epoch=1))
 

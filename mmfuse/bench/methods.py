@@ -90,7 +90,7 @@ def _train(ctx: Context, spec: Spec, name: str) -> Output:
     ctx.histories[name] = t.history
     run = result.run
     entities = {e: run.read_embeddings(e)[0] for e in spec.entities}
-    n = result.built.data.sizes[result.built.batcher.primary]
+    n = result.built.batcher.epoch_size()
     return Output(entities, sum(h["seconds"] for h in t.history), n * t.epoch)
 
 
