@@ -143,6 +143,21 @@ def load_trained(run: RunDir, plugins: Plugins | None = None) -> Built:
     return built
 
 
+def _stored_cells(array: np.ndarray) -> sp.coo_array:
+    """The cells of a dense array that are not NaN (NaN cells are missing)."""
+    array = np.asarray(array, dtype=np.float32)
+    rows, cols = np.nonzero(~np.isnan(array))
+    return sp.coo_array((array[rows, cols], (rows, cols)), shape=array.shape)
+
+
+def _missing_as_nan(matrix) -> np.ndarray:
+    """A sparse matrix as a dense array whose cells not stored are NaN (missing)."""
+    coo = sp.coo_array(matrix)
+    dense = np.full(coo.shape, np.nan, dtype=np.float32)
+    dense[coo.row, coo.col] = coo.data
+    return dense
+
+
 @torch.no_grad()
 def embed_new(built: Built, entity: str, arrays: Mapping[str, np.ndarray]) -> np.ndarray:
     """Embed new instances of ``entity`` through the trained encoders.
@@ -179,30 +194,22 @@ def embed_new(built: Built, entity: str, arrays: Mapping[str, np.ndarray]) -> np
             raise DataError(f"view {view!r}: data has shape {list(array.shape)}; expected "
                             f"[n, {', '.join(map(str, want))}]")
         store = built.data.views[view]
-        if sp.issparse(array):  # stored cells are observed; the others missing
-            if not isinstance(store, MatrixData):
-                raise DataError(f"view {view!r} is a tensor view: give a dense array")
-            csr = sp.csr_array(array, dtype=np.float32)
-            if key not in plan.sparse:
-                array = np.full(csr.shape, np.nan, dtype=np.float32)
-                rows = np.repeat(np.arange(csr.shape[0]), np.diff(csr.indptr))
-                array[rows, csr.indices] = csr.data
-            else:
-                part = store.scale_new_rows(
-                    SparseRows(csr.indptr, csr.indices, csr.data, csr.shape[1]), role)
-                batch.sides[key] = sparse_to_device(part, torch.device("cpu"))
-                continue
+        if sp.issparse(array) and not isinstance(store, MatrixData):
+            raise DataError(f"view {view!r} is a tensor view: give a dense array")
+        if key in plan.sparse:  # the stored cells: a sparse matrix's, or a dense one's non-NaN
+            csr = sp.csr_array(array if sp.issparse(array) else _stored_cells(array),
+                               dtype=np.float32)
+            part = store.scale_new_rows(
+                SparseRows(csr.indptr, csr.indices, csr.data, csr.shape[1]), role)
+            batch.sides[key] = sparse_to_device(part, torch.device("cpu"))
+            continue
+        if sp.issparse(array):  # a dense side: cells not stored are missing (NaN)
+            array = _missing_as_nan(array)
         array = np.asarray(array)
         if array.dtype != np.uint8:
             array = array.astype(np.float32)
             if isinstance(store, MatrixData):
                 array = store.scale_new(array, role)
-        if key in plan.sparse:  # NaN cells are missing: the stored cells are the rest
-            rows, cols = np.nonzero(~np.isnan(array))
-            indptr = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=count))])
-            part = SparseRows(indptr, cols, array[rows, cols], array.shape[1])
-            batch.sides[key] = sparse_to_device(part, torch.device("cpu"))
-            continue
         values = array if array.dtype == np.uint8 else np.nan_to_num(array)
         t = torch.from_numpy(np.ascontiguousarray(values))
         batch.sides[key] = t.float().div_(255.0) if t.dtype == torch.uint8 else t

@@ -108,9 +108,9 @@ class Batcher:
         return self.data.sizes[self.primary]
 
     def steps_per_epoch(self) -> int:
-        if self.primary_is_view:
-            return max(1, math.ceil(self.nnz[self.primary] / self.spec.train.cell_batch))
-        return math.ceil(self.data.sizes[self.primary] / self.batch_sizes[self.primary])
+        per_step = (self.spec.train.cell_batch if self.primary_is_view
+                    else self.batch_sizes[self.primary])
+        return max(1, math.ceil(self.epoch_size() / per_step))
 
     def cells_per_step(self, view: str) -> int:
         """Cells a step draws from a sparse view (all of them once per epoch)."""

@@ -15,6 +15,7 @@ from mmfuse.data import Data, MatrixData, load_data
 from mmfuse.errors import MmfuseError, SpecError, SpecIssue
 from mmfuse.graph import build_graph
 from mmfuse.model import (
+    TERMS,
     WIDE,
     Codecs,
     FusionModel,
@@ -207,7 +208,7 @@ def describe_model(built: Built) -> str:
     plan = built.plan
     on = sorted({t for view_terms in plan.terms.values() for t, v in view_terms.items() if v})
     lines = [f"preset {plan.preset.name}, d={model.dim}, device {built.device}",
-             "terms: " + ", ".join(t for t in ("row", "col", "factor", "tensor") if t in on)]
+             "terms: " + ", ".join(t for t in TERMS if t in on)]
     for group in ("codecs", "entity_codecs", "free", "fusion"):
         for name, module in getattr(model, group).items():
             lines.append(f"  {group}.{name:<28} {count_parameters(module):>12,}  "

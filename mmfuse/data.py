@@ -96,6 +96,7 @@ class MatrixData:
         self._dense_t: np.ndarray | None = None  # column-major copy, made on first cols()
         self._mask_t: np.ndarray | None = None
         self._cell_rows: np.ndarray | None = None
+        self._column_counts: np.ndarray | None = None
         if self.sparse:
             csr = sp.csr_array(array)
             if csr.dtype != np.float32:
@@ -112,12 +113,7 @@ class MatrixData:
     @property
     def nnz(self) -> int:
         """Stored cells (dense: every cell, less those marked missing)."""
-        if self.sparse:
-            return int(self.csr.nnz)
-        if self._mask is None and not self.has_nan():
-            return self.shape[0] * self.shape[1]
-        return int(sum(int((m if m is not None else np.ones_like(v, bool)).sum())
-                       for v, m in self._chunks()))
+        return int(self.csr.nnz) if self.sparse else int(self.column_counts().sum())
 
     def cell_rows(self) -> np.ndarray:
         """Row index of every stored cell, in CSR order (sparse views; int32)."""
@@ -159,13 +155,15 @@ class MatrixData:
         return total / max(count, 1.0)
 
     def column_counts(self) -> np.ndarray:
-        """Observed cells per column."""
+        """Observed cells per column (dense: one pass, made once; scaling does not change it)."""
         if self.sparse:
             return np.diff(self.csc.indptr).astype(np.float64)
-        count = np.zeros(self.shape[1])
-        for values, mask in self._chunks():
-            count += len(values) if mask is None else mask.sum(axis=0)
-        return count
+        if self._column_counts is None:
+            count = np.zeros(self.shape[1])
+            for values, mask in self._chunks():
+                count += len(values) if mask is None else mask.sum(axis=0)
+            self._column_counts = count
+        return self._column_counts
 
     def standardize(self) -> None:
         """Scale every column to mean 0, std 1 over its observed cells (one pass); every later

@@ -59,6 +59,7 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
     Preset("cmf", "free", row=False, col=False, factor=True, tensor=False, decode_from="code"),
 )}
 
+#: Every loss term a view can have (matrix: row, col, factor; tensor: tensor).
 TERMS = ("row", "col", "factor", "tensor")
 
 
