@@ -48,13 +48,15 @@ def sparse_to_device(rows: SparseRows, device: torch.device) -> SparseBatch:
     """CSR parts → a :class:`SparseBatch` (row order and column order) on the device."""
     part = sp.csr_array((rows.values, rows.indices, rows.indptr), shape=(len(rows), rows.width))
     by_col = part.tocsc()  # O(stored cells), in scipy: no sort at step time
+    cols = np.flatnonzero(np.diff(by_col.indptr))  # the columns holding cells
+    ccol = np.append(by_col.indptr[cols], by_col.indptr[-1])
 
     def t(a, dtype):
         return torch.from_numpy(np.ascontiguousarray(a, dtype=dtype))
 
     totals = np.diff(rows.indptr) if rows.totals is None else rows.totals
     batch = SparseBatch(t(part.indptr, np.int64), t(part.indices, np.int64),
-                        t(part.data, np.float32), t(by_col.indptr, np.int64),
+                        t(part.data, np.float32), t(cols, np.int64), t(ccol, np.int64),
                         t(by_col.indices, np.int64), t(by_col.data, np.float32),
                         (len(rows), rows.width), t(totals, np.int64))
     return batch.to(device)
@@ -189,10 +191,10 @@ class Batcher:
                 values, mask = self.sketches[view][idx[entity]], None
             elif key in self.plan.sparse:
                 assert isinstance(store, MatrixData)
-                part = (store.sparse_rows if role == "row" else store.sparse_cols)(idx[entity])
-                cap = vspec.encoder_cells
-                if rng is not None and cap is not None:  # training: bounded cells per row
-                    part = part.sample(cap, rng)
+                read = store.sparse_rows if role == "row" else store.sparse_cols
+                # training reads at most encoder_cells a row; embedding reads every cell
+                cap = vspec.encoder_cells if rng is not None else None
+                part = read(idx[entity], cap, rng)
                 batch.sides[key] = sparse_to_device(part, dev)
                 continue
             else:

@@ -60,22 +60,31 @@ class SparseRows:
     def __len__(self) -> int:
         return len(self.indptr) - 1
 
-    def sample(self, k: int, rng: np.random.Generator) -> SparseRows:
-        """At most ``k`` cells per row: rows with more get a uniform sample (with
-        replacement) whose values are scaled by ``stored / k``, so sums stay unbiased."""
-        counts = np.diff(self.indptr)
-        big = counts > k
-        if not big.any():
-            return self
-        held = np.minimum(counts, k)
-        indptr = np.concatenate([[0], np.cumsum(held)])
-        row = np.repeat(np.arange(len(counts)), held)
-        within = np.arange(indptr[-1]) - indptr[row]
-        drawn = (rng.random(len(row)) * counts[row]).astype(np.int64)
-        pos = self.indptr[row] + np.where(big[row], drawn, within)
-        scale = np.where(big, counts / k, 1.0).astype(np.float32)[row]
-        return SparseRows(indptr, self.indices[pos], self.values[pos] * scale, self.width,
-                          totals=counts)
+
+def stored_rows(m: sp.csr_array | sp.csc_array, idx: np.ndarray, width: int,
+                cap: int | None = None, rng: np.random.Generator | None = None) -> SparseRows:
+    """The stored cells of rows ``idx`` of ``m`` (of columns, where ``m`` is CSC).
+
+    With ``cap``, a row with more than ``cap`` stored cells holds a uniform sample of
+    ``cap`` of them (with replacement), each value scaled by ``stored / cap`` so that sums
+    stay unbiased; then only the cells returned are read, never the whole rows.
+    """
+    idx = np.asarray(idx)
+    if cap is None:
+        part = m[idx] if isinstance(m, sp.csr_array) else m[:, idx]
+        return SparseRows(part.indptr, part.indices, part.data, width)
+    start = m.indptr[idx].astype(np.int64)
+    counts = m.indptr[idx + 1] - start
+    held = np.minimum(counts, cap)
+    indptr = np.zeros(len(idx) + 1, dtype=np.int64)
+    np.cumsum(held, out=indptr[1:])
+    row = np.repeat(np.arange(len(idx)), held)
+    big = counts > cap
+    offset = np.arange(indptr[-1]) - indptr[row]  # a short row: its cells in order
+    drawn = (rng.random(len(row)) * counts[row]).astype(np.int64)
+    pos = start[row] + np.where(big[row], drawn, offset)
+    scale = np.where(big, counts / cap, 1.0).astype(np.float32)[row]
+    return SparseRows(indptr, m.indices[pos], m.data[pos] * scale, width, totals=counts)
 
 
 class MatrixData:
@@ -127,15 +136,16 @@ class MatrixData:
         return (self.cell_rows()[positions], self.csr.indices[positions],
                 self.csr.data[positions])
 
-    def sparse_rows(self, idx: np.ndarray) -> SparseRows:
-        """The stored cells of rows ``idx`` (sparse views)."""
-        part = self.csr[idx]
-        return SparseRows(part.indptr, part.indices, part.data, self.shape[1])
+    def sparse_rows(self, idx: np.ndarray, cap: int | None = None,
+                    rng: np.random.Generator | None = None) -> SparseRows:
+        """The stored cells of rows ``idx`` (sparse views; at most ``cap`` a row, sampled:
+        :func:`stored_rows`)."""
+        return stored_rows(self.csr, idx, self.shape[1], cap, rng)
 
-    def sparse_cols(self, idx: np.ndarray) -> SparseRows:
+    def sparse_cols(self, idx: np.ndarray, cap: int | None = None,
+                    rng: np.random.Generator | None = None) -> SparseRows:
         """The stored cells of columns ``idx`` as rows of ``Xᵀ`` (sparse views)."""
-        part = self.csc[:, idx]
-        return SparseRows(part.indptr, part.indices, part.data, self.shape[0])
+        return stored_rows(self.csc, idx, self.shape[0], cap, rng)
 
     def _chunks(self):
         for start in range(0, self.shape[0], CHUNK):

@@ -76,8 +76,10 @@ class SparseBatch:
     """What an encoder that accepts sparse inputs receives: the stored cells of ``b`` rows of
     a sparse view (or columns, as rows of its transpose), twice: in row order (CSR: the cells
     of row ``k`` are ``col[crow[k]:crow[k + 1]]`` with ``values`` alike) and in column order
-    (CSC: the cells of column ``j`` are ``row[ccol[j]:ccol[j + 1]]`` with ``tvalues``), so that
-    both a forward pass and its gradient are bags of cells, with no sort at step time.
+    over the columns that hold cells (``cols``, ascending; the cells of column ``cols[j]`` are
+    ``row[ccol[j]:ccol[j + 1]]`` with ``tvalues``), so that both a forward pass and its
+    gradient are bags of cells, with no sort at step time, and a gradient for the batch's
+    columns only (``O(cells)``, never ``O(width)``).
 
     In training, a row with more stored cells than its view's ``encoder_cells`` holds a
     uniform sample of them (with replacement), each value multiplied by
@@ -89,7 +91,8 @@ class SparseBatch:
     crow: torch.Tensor  # (b + 1,) long
     col: torch.Tensor  # (nnz,) long
     values: torch.Tensor  # (nnz,) float
-    ccol: torch.Tensor  # (width + 1,) long
+    cols: torch.Tensor  # (u,) long: the columns holding cells, ascending
+    ccol: torch.Tensor  # (u + 1,) long
     row: torch.Tensor  # (nnz,) long
     tvalues: torch.Tensor  # (nnz,) float
     shape: tuple[int, int]  # (b, width)
@@ -100,7 +103,8 @@ class SparseBatch:
 
     def to(self, device: torch.device | str) -> SparseBatch:
         moved = {k: getattr(self, k).to(device, non_blocking=True)
-                 for k in ("crow", "col", "values", "ccol", "row", "tvalues", "totals")}
+                 for k in ("crow", "col", "values", "cols", "ccol", "row", "tvalues",
+                           "totals")}
         return SparseBatch(**moved, shape=self.shape)
 
     def counts(self) -> torch.Tensor:

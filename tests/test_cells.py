@@ -179,21 +179,24 @@ def test_cost_counts_cells_and_refuses_a_run_bigger_than_the_machine(multiview, 
 
 
 def test_sampled_rows_hold_at_most_k_cells_and_keep_sums_unbiased():
-    from mmfuse.data import SparseRows
+    from mmfuse.data import stored_rows
 
     rng = np.random.default_rng(0)
-    counts = np.array([3, 40, 0, 100])
+    counts = np.array([3, 40, 0, 100, 5])
     indptr = np.concatenate([[0], np.cumsum(counts)])
     values = rng.random(indptr[-1]).astype(np.float32)
-    rows = SparseRows(indptr, rng.integers(0, 500, indptr[-1]), values, 500)
+    matrix = sp.csr_array((values, rng.integers(0, 500, indptr[-1]), indptr), shape=(5, 500))
+    idx = np.array([3, 0, 1, 2])  # rows in any order; row 4 is not read
     sums = []
     for seed in range(400):
-        s = rows.sample(8, np.random.default_rng(seed))
-        assert list(np.diff(s.indptr)) == [3, 8, 0, 8] and list(s.totals) == list(counts)
-        sums.append(np.add.reduceat(s.values, s.indptr[:-1])[[0, 1, 3]])
-    exact = np.add.reduceat(values, indptr[:-1])[[0, 1, 3]]
+        s = stored_rows(matrix, idx, 500, 8, np.random.default_rng(seed))
+        assert list(np.diff(s.indptr)) == [8, 3, 8, 0] and list(s.totals) == [100, 3, 40, 0]
+        sums.append([s.values[s.indptr[k]:s.indptr[k + 1]].sum() for k in range(3)])
+    exact = np.add.reduceat(values, indptr[:-1])[[3, 0, 1]]
     assert np.allclose(np.mean(sums, axis=0), exact, rtol=0.05)
-    assert np.array_equal(sums[0][0], exact[0])  # a short row is held whole
+    assert np.array_equal(sums[0][1], exact[1])  # a short row is held whole
+    whole = stored_rows(matrix, idx, 500)  # no cap: every stored cell, as scipy reads them
+    assert (whole.values == matrix[idx].data).all() and whole.totals is None
 
 
 def test_encoder_cells_bounds_what_a_training_step_reads(multiview):
