@@ -2,11 +2,13 @@
 
 The epoch runs over the primary: an entity (a permutation of its instances, ``batch_size``
 a step) or a sparse matrix view (a permutation of its stored cells, ``cell_batch`` a step);
-by default whichever of them takes the most steps.
+by default an entity (:func:`default_primary`).
 Every other entity walks through its own permutation (entities no larger than their batch
-are taken whole), and every other sparse view through its own cells, so that each sparse
-view's cells are all visited once per epoch.  An entity's instances in a step are its own
-batch plus every instance that the step's cells touch.
+are taken whole).  A sparse view whose rows (or columns) are the primary entity gives a step
+every stored cell of the step's instances (a row block: each row is encoded once an epoch,
+not once per cell); every other sparse view walks through a permutation of its own cells.
+Either way each sparse view's cells are all visited once per epoch.  An entity's instances
+in a step are its own batch plus every instance that the step's cells touch.
 
 A sparse side's encoder reads, in training, at most ``encoder_cells`` of each row's stored
 cells (a uniform sample, rescaled so sums stay unbiased; all of them when embedding), so a
@@ -27,7 +29,6 @@ import threading
 from collections.abc import Iterable, Iterator
 
 import numpy as np
-import scipy.sparse as sp
 import torch
 
 from mmfuse.data import Data, MatrixData, SparseRows, TensorData
@@ -45,30 +46,35 @@ def to_device(array: np.ndarray, device: torch.device) -> torch.Tensor:
 
 
 def sparse_to_device(rows: SparseRows, device: torch.device) -> SparseBatch:
-    """CSR parts → a :class:`SparseBatch` (row order and column order) on the device."""
-    part = sp.csr_array((rows.values, rows.indices, rows.indptr), shape=(len(rows), rows.width))
-    by_col = part.tocsc()  # O(stored cells), in scipy: no sort at step time
-    cols = np.flatnonzero(np.diff(by_col.indptr))  # the columns holding cells
-    ccol = np.append(by_col.indptr[cols], by_col.indptr[-1])
+    """CSR parts → a :class:`SparseBatch` on the device."""
 
     def t(a, dtype):
         return torch.from_numpy(np.ascontiguousarray(a, dtype=dtype))
 
     totals = np.diff(rows.indptr) if rows.totals is None else rows.totals
-    batch = SparseBatch(t(part.indptr, np.int64), t(part.indices, np.int64),
-                        t(part.data, np.float32), t(cols, np.int64), t(ccol, np.int64),
-                        t(by_col.indices, np.int64), t(by_col.data, np.float32),
-                        (len(rows), rows.width), t(totals, np.int64))
+    batch = SparseBatch(t(rows.indptr, np.int64), t(rows.indices, np.int64),
+                        t(rows.values, np.float32), (len(rows), rows.width),
+                        t(totals, np.int64))
     return batch.to(device)
 
 
 def default_primary(spec: Spec, data: Data, batch_sizes: dict[str, int]) -> str:
-    """What takes the most steps to visit once: a sparse view (its stored cells, ``cell_batch``
-    a step) or an entity (its instances, its batch a step); a view wins a tie."""
-    steps = {v: math.ceil(d.nnz / spec.train.cell_batch) for v, d in data.views.items()
-             if isinstance(d, MatrixData) and d.sparse}
-    for e, n in data.sizes.items():
-        steps.setdefault(e, math.ceil(n / batch_sizes[e]))
+    """What an epoch runs over by default.
+
+    With sparse views, an entity of the largest one (most stored cells): a step takes every
+    cell of its instances, so each of their rows is encoded once an epoch and each row of
+    the other side once per cell it holds; of the two entities, the one whose rows cost the
+    most that way (Σ stored cells² of a row) is taken whole.  Without, whatever takes the
+    most steps to visit once: an entity (its instances, its batch a step).
+    """
+    sparse = {v: d for v, d in data.views.items() if isinstance(d, MatrixData) and d.sparse}
+    if sparse:
+        view = max(sparse, key=lambda v: sparse[v].nnz)
+        vspec, matrix = spec.views[view], sparse[view]
+        by_rows = np.square(np.diff(matrix.csr.indptr), dtype=np.float64).sum()
+        by_cols = np.square(matrix.column_counts()).sum()
+        return vspec.rows if by_rows >= by_cols else vspec.cols
+    steps = {e: math.ceil(n / batch_sizes[e]) for e, n in data.sizes.items()}
     return max(steps, key=lambda k: steps[k])
 
 
@@ -90,6 +96,13 @@ class Batcher:
         self.sparse_views = [v for v in plan.column_mode if v in plan.sparse_views]
         self.nnz = {v: data.views[v].nnz for v in self.sparse_views}
         self.negatives = {v: self._negative_rate(v) for v in self.sparse_views}
+        # sparse views drawn by the primary entity's instances: view → axis (0 rows, 1 cols)
+        self.blocked = {}
+        if not self.primary_is_view:
+            for v in self.sparse_views:
+                vspec = spec.views[v]
+                if self.primary in (vspec.rows, vspec.cols):
+                    self.blocked[v] = 0 if vspec.rows == self.primary else 1
 
     def _negative_rate(self, view: str) -> float:
         rate = self.spec.views[view].negatives
@@ -115,7 +128,8 @@ class Batcher:
         return max(1, math.ceil(self.epoch_size() / per_step))
 
     def cells_per_step(self, view: str) -> int:
-        """Cells a step draws from a sparse view (all of them once per epoch)."""
+        """Cells a step draws from a sparse view (all of them once per epoch; a row block's
+        on average)."""
         if view == self.primary:
             return min(self.spec.train.cell_batch, self.nnz[view])
         return min(math.ceil(self.nnz[view] / self.steps_per_epoch()), self.nnz[view])
@@ -132,7 +146,7 @@ class Batcher:
         cell_perms = {
             v: np.random.default_rng([seed, epoch, 1000 + i]).permutation(
                 np.arange(self.nnz[v], dtype=np.int64 if self.nnz[v] >= 2**31 else np.int32))
-            for i, v in enumerate(self.sparse_views)
+            for i, v in enumerate(self.sparse_views) if v not in self.blocked
         }
         entity_primary = not self.primary_is_view
         for step in range(self.steps_per_epoch()):
@@ -148,6 +162,9 @@ class Batcher:
             draws = {}
             for v in self.sparse_views:
                 m, n = self.cells_per_step(v), self.nnz[v]
+                if v in self.blocked:
+                    draws[v] = self.data.views[v].cells_of(self.blocked[v], idx[self.primary])
+                    continue
                 if v == self.primary:
                     positions = cell_perms[v][step * m : (step + 1) * m]
                 else:

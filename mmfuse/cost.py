@@ -50,8 +50,7 @@ class Cost:
 
 def _bytes(t) -> int:
     if isinstance(t, SparseBatch):
-        return sum(_bytes(getattr(t, k)) for k in ("crow", "col", "values", "ccol", "row",
-                                                   "tvalues"))
+        return sum(_bytes(getattr(t, k)) for k in ("crow", "col", "values", "totals"))
     return t.numel() * t.element_size() if isinstance(t, torch.Tensor) else 0
 
 

@@ -136,6 +136,19 @@ class MatrixData:
         return (self.cell_rows()[positions], self.csr.indices[positions],
                 self.csr.data[positions])
 
+    def cells_of(self, axis: int, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Row, column and value of every stored cell of rows ``idx`` (``axis`` 0) or of
+        columns ``idx`` (``axis`` 1)."""
+        m = self.csr if axis == 0 else self.csc
+        idx = np.asarray(idx)
+        start = m.indptr[idx].astype(np.int64)
+        counts = m.indptr[idx + 1] - start
+        first = np.cumsum(counts) - counts  # where each one's cells begin in the output
+        pos = np.arange(int(counts.sum())) + np.repeat(start - first, counts)
+        owner = np.repeat(idx, counts)
+        other = m.indices[pos]
+        return ((owner, other, m.data[pos]) if axis == 0 else (other, owner, m.data[pos]))
+
     def sparse_rows(self, idx: np.ndarray, cap: int | None = None,
                     rng: np.random.Generator | None = None) -> SparseRows:
         """The stored cells of rows ``idx`` (sparse views; at most ``cap`` a row, sampled:

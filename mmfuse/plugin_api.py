@@ -74,12 +74,9 @@ Reader = Callable[[Path | None, Mapping[str, Any], ReadContext], ViewArray]
 @dataclass
 class SparseBatch:
     """What an encoder that accepts sparse inputs receives: the stored cells of ``b`` rows of
-    a sparse view (or columns, as rows of its transpose), twice: in row order (CSR: the cells
-    of row ``k`` are ``col[crow[k]:crow[k + 1]]`` with ``values`` alike) and in column order
-    over the columns that hold cells (``cols``, ascending; the cells of column ``cols[j]`` are
-    ``row[ccol[j]:ccol[j + 1]]`` with ``tvalues``), so that both a forward pass and its
-    gradient are bags of cells, with no sort at step time, and a gradient for the batch's
-    columns only (``O(cells)``, never ``O(width)``).
+    a sparse view (or columns, as rows of its transpose) in CSR parts: the cells of row
+    ``k`` are ``col[crow[k]:crow[k + 1]]`` with ``values`` alike.  ``x.mm(table)`` is the
+    product ``X @ table``, differentiable in the table, at the cost of the stored cells.
 
     In training, a row with more stored cells than its view's ``encoder_cells`` holds a
     uniform sample of them (with replacement), each value multiplied by
@@ -91,10 +88,6 @@ class SparseBatch:
     crow: torch.Tensor  # (b + 1,) long
     col: torch.Tensor  # (nnz,) long
     values: torch.Tensor  # (nnz,) float
-    cols: torch.Tensor  # (u,) long: the columns holding cells, ascending
-    ccol: torch.Tensor  # (u + 1,) long
-    row: torch.Tensor  # (nnz,) long
-    tvalues: torch.Tensor  # (nnz,) float
     shape: tuple[int, int]  # (b, width)
     totals: torch.Tensor  # (b,) long: stored cells of each row (sampled or not)
 
@@ -103,13 +96,19 @@ class SparseBatch:
 
     def to(self, device: torch.device | str) -> SparseBatch:
         moved = {k: getattr(self, k).to(device, non_blocking=True)
-                 for k in ("crow", "col", "values", "cols", "ccol", "row", "tvalues",
-                           "totals")}
+                 for k in ("crow", "col", "values", "totals")}
         return SparseBatch(**moved, shape=self.shape)
 
     def counts(self) -> torch.Tensor:
         """Cells held per row (b,) (a sample's size for a sampled row; see ``totals``)."""
         return self.crow.diff()
+
+    def mm(self, table: torch.Tensor, row_scale: torch.Tensor | None = None) -> torch.Tensor:
+        """``X @ table``: (b, k) for a (width, k) table, each row's cells times its
+        ``row_scale`` where given; differentiable in ``table``; costs the stored cells."""
+        from mmfuse.sparse_mm import sparse_mm
+
+        return sparse_mm(self, table, row_scale)
 
     def to_dense(self) -> torch.Tensor:
         import torch

@@ -155,9 +155,10 @@ class TrainSpec(_Model):
         default_factory=dict, description="per-entity batch sizes overriding batch_size"
     )
     primary: str | None = Field(
-        None, description="what an epoch runs over: an entity (its instances) or a sparse "
-        "matrix view (its observed cells); default: the sparse view with the most stored "
-        "cells, else the largest entity")
+        None, description="what an epoch runs over: an entity (its instances; a sparse view "
+        "on it gives a step every cell of them) or a sparse matrix view (its observed cells, "
+        "`cell_batch` a step); default: the entity of the largest sparse view whose rows are "
+        "longest, else the entity taking the most steps")
     cell_batch: int = Field(
         4096, ge=1, description="observed cells of the primary view per step (when the "
         "primary is a sparse matrix view)")

@@ -35,11 +35,12 @@ def stored(path):
     return {(int(r), int(c)) for r, c in zip(coo.row, coo.col, strict=True)}
 
 
-@pytest.mark.parametrize("primary", ["ratings", "book"])
+@pytest.mark.parametrize("primary", ["ratings", "book", "user", "word"])
 def test_an_epoch_visits_every_stored_cell_once(multiview, primary):
-    """Primary view (cell batches) or not (its cells spread over the primary's steps)."""
-    built = build(load_spec(multiview, [f"train.primary={primary}", "train.cell_batch=50"]),
-                  get_plugins())
+    """Primary view (cell batches), one of its entities (the cells of the step's instances)
+    or another entity (its cells spread over the primary's steps)."""
+    built = build(load_spec(multiview, [f"train.primary={primary}", "train.cell_batch=50",
+                                        "train.batch_size=10"]), get_plugins())
     cells = drawn_cells(built, "ratings")
     assert len(cells) == len({tuple(c) for c in cells})  # no cell twice
     assert {tuple(map(int, c)) for c in cells} == stored(multiview.parent / "ratings.npz")
@@ -47,9 +48,34 @@ def test_an_epoch_visits_every_stored_cell_once(multiview, primary):
         assert built.batcher.steps_per_epoch() == -(-len(cells) // 50)
         assert built.batcher.epoch_size() == len(cells)
     else:
-        assert built.batcher.epoch_size() == 48
+        assert built.batcher.epoch_size() == {"book": 48, "user": 32, "word": 24}[primary]
+    if primary in ("book", "user"):  # a step holds every cell of its own instances
+        matrix = sp.load_npz(multiview.parent / "ratings.npz")
+        matrix = matrix.tocsr() if primary == "user" else matrix.tocsc()
+        for batch in built.batcher.epoch(0):
+            mine = batch.idx[primary].numpy()
+            assert len(batch.cells["ratings"]) == sum(matrix.indptr[i + 1] - matrix.indptr[i]
+                                                      for i in mine)
     # the next epoch draws them in another order
     assert not np.array_equal(cells, drawn_cells(built, "ratings", epoch=1))
+
+
+def test_the_default_primary_is_the_entity_of_the_largest_sparse_view_with_costlier_rows(
+        multiview, tmp_path):
+    """Taking every cell of an instance encodes its row once; the other side's rows are
+    encoded once per cell: the side whose rows are longest is the one taken whole."""
+    built = build(load_spec(multiview), get_plugins())  # 32 users × 48 books, 30 % stored
+    assert built.batcher.primary == "user"  # a user has ≈14 ratings, a book ≈10
+    tall = sp.random(300, 20, density=0.3, random_state=0, format="csr")  # 6 per row, 90 a col
+    sp.save_npz(tmp_path / "tall.npz", tall)
+    spec = tmp_path / "s.yaml"
+    spec.write_text("name: s\nentities: {a: {}, b: {}}\nviews:\n"
+                    "  m: {rows: a, cols: b, source: {reader: npz, path: tall.npz}}\n")
+    assert build(load_spec(spec), get_plugins()).batcher.primary == "b"
+    spec.write_text(spec.read_text().replace("rows: a, cols: b", "rows: b, cols: a").replace(
+        "tall.npz", "wide.npz"))
+    sp.save_npz(tmp_path / "wide.npz", sp.csr_array(tall.T))
+    assert build(load_spec(spec), get_plugins()).batcher.primary == "b"
 
 
 def test_bernoulli_sparse_views_add_sampled_negatives(tmp_path):

@@ -1,9 +1,9 @@
 """Sparse autoencoder for the rows (or columns) of a sparse matrix view: cost per stored cell.
 
 The first layer sums the weight vectors of a row's stored cells, each times its value
-(``nn.EmbeddingBag`` with per-sample weights), divided by the square root of the row's stored
-cells (all of them, where the batch holds a rescaled sample: ``SparseBatch.totals``) so
-that a code does not grow with the row's length; further layers are an MLP.  The
+(the sparse product ``X @ W``: :meth:`SparseBatch.mm`), divided by the square root of the
+row's stored cells (all of them, where the batch holds a rescaled sample:
+``SparseBatch.totals``) so that a code does not grow with the row's length; further layers are an MLP.  The
 decoder mirrors the MLP, and its last layer is evaluated only at the cells asked for
 (``decode_at``): a weight vector and a bias per output column, gathered per cell.  A row with
 ``m`` stored cells costs ``O(m × width)``, never ``O(n_cols)``.
@@ -15,39 +15,10 @@ import math
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from mmfuse.model import mlp
 from mmfuse.plugin_api import SparseBatch, accepts
-
-
-class _BagSum(torch.autograd.Function):
-    """``out[b] = Σ_k w_k · weight[col_k]`` over the stored cells ``k`` of row ``b``.
-
-    Forward and backward are both bags of cells: the gradient of ``weight[j]`` is a bag over
-    the cells of column ``j`` (the batch's column order), for the batch's columns only, so
-    no index is sorted or scattered at step time (``embedding_bag``'s own backward sorts
-    every index first).  The gradient is a dense table: a step's cells touch most rows of a
-    table at the sizes measured (``benchmarks/scale.py``), where fused Adam over the whole
-    table took 1 ms and ``SparseAdam`` over the touched rows 8 ms (10k × 17 table).
-    """
-
-    @staticmethod
-    def forward(ctx, weight, x: SparseBatch, row_scale):
-        ctx.x, ctx.shape = x, weight.shape
-        ctx.save_for_backward(row_scale)
-        scale = row_scale.repeat_interleave(x.counts(), output_size=len(x.values))
-        return F.embedding_bag(x.col, weight, x.crow[:-1], mode="sum",
-                               per_sample_weights=x.values * scale)
-
-    @staticmethod
-    def backward(ctx, grad_out):
-        x, (row_scale,) = ctx.x, ctx.saved_tensors
-        rows = F.embedding_bag(x.row, grad_out, x.ccol[:-1], mode="sum",
-                               per_sample_weights=x.tvalues * row_scale[x.row])
-        grad = grad_out.new_zeros(ctx.shape)
-        return grad.index_copy_(0, x.cols, rows), None, None
 
 
 class SparseAutoencoder(nn.Module):
@@ -75,7 +46,7 @@ class SparseAutoencoder(nn.Module):
     def encode(self, x: SparseBatch) -> torch.Tensor:
         """``x``: the stored cells of b rows → codes (b, code_dim)."""
         row_scale = x.totals.clamp_min(1).to(x.values.dtype).rsqrt()
-        h = _BagSum.apply(self.first.weight, x, row_scale)
+        h = x.mm(self.first.weight, row_scale)
         return self.rest(h + self.first_bias)
 
     def _trunk(self, h: torch.Tensor) -> torch.Tensor:
