@@ -7,12 +7,13 @@ are 0.  A sparse view stays sparse: its features are a ``scipy.sparse.csr_array`
 stored cells (the CSR rows, or the CSC columns read as rows; a read-only view of the stored
 arrays, not a copy), never a dense array.
 
-Features wider than ``dim`` are reduced to ``dim`` components fit on the train split only:
-dense features by PCA, sparse ones by truncated SVD (no centring, so the matrix stays sparse).
-``concat`` joins every listed view, each block scaled to unit total variance on the train
-split (so a 12,288-pixel cover does not drown 100 word2vec dimensions; a sparse block's
-variance is computed from its stored cells), then reduced the same way; it is sparse when any
-block is.  Reduced features are always a dense ``float32`` array.
+Dense views are read as stored (before the spec's ``scale:``).  ``concat`` joins every
+listed view, each block scaled to unit total variance on the train split (so a 12,288-pixel
+cover does not drown 100 word2vec dimensions; a sparse block's variance is computed from its
+stored cells); it is sparse when any block is.  ``pca`` is ``concat`` (or the one view)
+reduced to ``dim`` components fit on the train split only: dense features by PCA, sparse
+ones by truncated SVD (no centring, so the matrix stays sparse); sparse features are always
+reduced so.  Reduced features are always a dense ``float32`` array.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from mmfuse.spec import Spec
 log = logging.getLogger(__name__)
 
 CONCAT = "concat"
+PCA_NAME = "pca"  # the concatenation (or the one view) reduced to ``dim`` components
 
 Features = np.ndarray | sp.csr_array
 
@@ -80,7 +82,8 @@ def raw_features(spec: Spec, data: Data, view: str, entity: str) -> Features:
         blocks = [_sparse_side(matrix, side) for side in which]
         return blocks[0] if len(blocks) == 1 else sp.csr_array(
             sp.hstack(blocks, format="csr", dtype=np.float32))
-    dense = [(matrix.rows(idx) if side == "row" else matrix.cols(idx))[0] for side in which]
+    dense = [(matrix.rows(idx, scaled=False) if side == "row" else
+              matrix.cols(idx, scaled=False))[0] for side in which]
     return np.nan_to_num(np.concatenate(dense, axis=1).astype(np.float32, copy=False))
 
 
@@ -171,20 +174,24 @@ class BaselineFeatures:
 
     def features(self, name: str, views: list[str], entity: str, keep: np.ndarray,
                  train: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
-        """Dense features of the kept instances for baseline ``name`` (a view, or ``concat``
-        of ``views``), reduced by PCA / truncated SVD fit on ``train`` (indices into the kept
-        rows).  ``info``: ``width``, ``dim``, ``pca`` (reduced at all), ``reduction``
-        (``pca``, ``truncated_svd`` or ``none``) and ``sides`` or ``views``."""
+        """Features of the kept instances for baseline ``name``: a view's raw data,
+        ``concat`` of ``views`` (each block scaled to unit variance on ``train``), or ``pca``
+        (``concat`` — or the one view — reduced to ``dim`` by PCA fit on ``train``, indices
+        into the kept rows).  Sparse data is always reduced, by a truncated SVD (no probe
+        standardises a sparse matrix).  ``info``: ``width``, ``dim``, ``pca`` (reduced at
+        all), ``reduction`` (``pca``, ``truncated_svd`` or ``none``), ``sides`` or ``views``."""
         key = (name, *views, entity, _digest(keep, train))
         if key not in self._reduced:
-            if name == CONCAT:
+            if name in (CONCAT, PCA_NAME) and len(views) > 1:
                 x = block_scaled([self.raw(v, entity)[keep] for v in views], train)
                 info: dict[str, Any] = {"views": list(views)}
             else:
-                x = self.raw(name, entity)[keep]
-                info = {"sides": sides(self.spec, name, entity)}
-            method = reduction(x, self.dim)
-            reduced = reduce(x, train, self.dim)
+                view = views[0] if name == PCA_NAME else name
+                x = self.raw(view, entity)[keep]
+                info = {"sides": sides(self.spec, view, entity)}
+            shrink = name == PCA_NAME or sp.issparse(x)
+            method = reduction(x, self.dim) if shrink else None
+            reduced = reduce(x, train, self.dim) if shrink else x
             info.update({"width": int(x.shape[1]), "dim": int(reduced.shape[1]),
                          "pca": method is not None, "reduction": method or "none"})
             self._reduced[key] = (reduced, info)

@@ -9,7 +9,7 @@ must list them in the entity's order: views can never be silently misaligned).
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -97,8 +97,10 @@ class MatrixData:
     columns, not the whole file.
     """
 
-    def __init__(self, array: np.ndarray | sp.sparray | sp.spmatrix, mask: np.ndarray | None):
+    def __init__(self, array: np.ndarray | sp.sparray | sp.spmatrix, mask: np.ndarray | None,
+                 zero_missing: bool = False):
         self.sparse = sp.issparse(array)
+        self.zero_missing = zero_missing  # cells equal to 0 are missing (``missing: zero``)
         self.shape: tuple[int, int] = tuple(array.shape)  # type: ignore[assignment]
         self.center: np.ndarray | None = None  # per-column mean and std (``scale: standard``)
         self.spread: np.ndarray | None = None
@@ -111,6 +113,8 @@ class MatrixData:
             if csr.dtype != np.float32:
                 csr = csr.astype(np.float32)
             csr.sum_duplicates()
+            if zero_missing:
+                csr.eliminate_zeros()
             self.csr = csr
             self.csc = sp.csc_array(csr)
         else:
@@ -305,6 +309,10 @@ class MatrixData:
         sorted_idx, inverse = sorted_order(idx)
         block = np.asarray(source[sorted_idx])[inverse]
         values, mask = _as_float(block)
+        if self.zero_missing:
+            zero = values == 0
+            if zero.any():
+                mask = ~zero if mask is None else (mask & ~zero)
         if given_mask is not None:
             given = np.asarray(given_mask[sorted_idx], dtype=bool)[inverse]
             mask = given if mask is None else (mask & given)
@@ -319,13 +327,14 @@ class MatrixData:
             self._mask_t = None if self._mask is None else transposed(self._mask)
         return self._dense_t, self._mask_t
 
-    def rows(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        """``X[idx, :]`` dense (float32, missing cells 0) and its mask (None: all observed)."""
-        return self._take(0, idx)
+    def rows(self, idx: np.ndarray, scaled: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+        """``X[idx, :]`` dense (float32, missing cells 0) and its mask (None: all observed);
+        ``scaled=False``: as stored, before ``scale: standard`` (dense data)."""
+        return self._take(0, idx) if scaled else self._read(0, idx)
 
-    def cols(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    def cols(self, idx: np.ndarray, scaled: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
         """``X[:, idx]ᵀ`` dense (float32, missing cells 0) and its mask."""
-        return self._take(1, idx)
+        return self._take(1, idx) if scaled else self._read(1, idx)
 
 
 def transposed(array: np.ndarray) -> np.ndarray:
@@ -441,12 +450,17 @@ def load_data(spec: Spec, plugins: Plugins) -> Data:
             continue
         if not isinstance(read, ViewArray):
             read = ViewArray(data=read)
+        if v.features and read.data.ndim == 1:  # one feature
+            read = replace(read, data=read.data.reshape(-1, 1), mask=None
+                                       if read.mask is None else read.mask.reshape(-1, 1))
         issues += _check_view(spec, vname, read, sizes, ids)
         info[vname] = dict(read.info)
         if v.is_tensor:
             views[vname] = TensorData(read.data)
         else:
-            views[vname] = MatrixData(read.data, read.mask)
+            views[vname] = MatrixData(read.data, read.mask, zero_missing=v.missing == "zero")
+            if read.mask is None and v.missing != "zero" and not views[vname].sparse:
+                _warn_if_mostly_zero(vname, views[vname])
             if v.missing == "forbid" and views[vname].has_nan():
                 issues.append(spec.issue((*loc, "missing"), "the data has NaN cells"))
             elif v.scale == "standard" and not issues:
@@ -456,6 +470,18 @@ def load_data(spec: Spec, plugins: Plugins) -> Data:
     for ename, n in sizes.items():
         ids.setdefault(ename, [str(i) for i in range(n)])
     return Data(sizes=sizes, ids=ids, views=views, info=info, dataset_message=message)
+
+
+def _warn_if_mostly_zero(vname: str, matrix: MatrixData, share: float = 0.5) -> None:
+    """A dense matrix that is mostly 0 is often a sparse one with 0 for "not observed"
+    (ratings, counts): say so, from the first rows (one chunk)."""
+    values, mask = matrix._read(0, np.arange(min(CHUNK, matrix.shape[0])))
+    observed = values if mask is None else values[mask]
+    zeros = float((observed == 0).mean()) if observed.size else 0.0
+    if zeros > share:
+        log.warning("view %r: %.0f%% of its cells are 0 and all count as observed; if 0 means "
+                    "'not observed' (ratings, counts), set `missing: zero`, give the reader a "
+                    "`mask:` file, or store it sparse (.npz)", vname, 100 * zeros)
 
 
 def _check_view(spec, vname, read: ViewArray, sizes, ids) -> list[SpecIssue]:
@@ -487,10 +513,15 @@ def _check_view(spec, vname, read: ViewArray, sizes, ids) -> list[SpecIssue]:
         check_axis(0, v.rows, "row", read.row_ids)
     else:
         if len(shape) != 2:
-            msg = f"a matrix view needs 2-D data; got shape {list(shape)} (declare `tensor:`?)"
-            return [spec.issue((*loc, "source"), msg)]
+            kind = "a feature view needs 1-D or 2-D" if v.features else "a matrix view needs 2-D"
+            hint = ("; an image or other array per row is a tensor view (`tensor: {shape: "
+                    f"{list(shape[1:])}}}`)" if len(shape) > 2 else
+                    "; a 1-D array is one feature of each row: `features: true`"
+                    if len(shape) == 1 else "")
+            return [spec.issue((*loc, "source"), f"{kind} data; got shape {list(shape)}{hint}")]
         check_axis(0, v.rows, "row", read.row_ids)
-        check_axis(1, v.cols, "col", read.col_ids)
+        if not v.features:
+            check_axis(1, v.cols, "col", read.col_ids)
         if read.mask is not None and tuple(read.mask.shape) != shape:
             issues.append(spec.issue((*loc, "source"), "mask shape differs from data shape"))
     return issues

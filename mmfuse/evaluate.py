@@ -20,9 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
 from sklearn.model_selection import train_test_split
 
-from mmfuse.baselines import CONCAT, BaselineFeatures, views_touching
+from mmfuse.baselines import CONCAT, PCA_NAME, BaselineFeatures, views_touching
 from mmfuse.data import Data
 from mmfuse.errors import SpecError, SpecIssue
 from mmfuse.probes import evaluate_probe, floor_scores, make_probe, task_scores
@@ -80,10 +81,11 @@ def split_indices(y: np.ndarray, split: SplitSpec,
         task = "classification" if task else "regression"
     n = len(y)
     idx = np.arange(n)
-    if split.method == "position":
+    method = split.method or ("random" if task == "regression" else "stratified")
+    if method == "position":
         cut = n - round(n * split.test_fraction)
         return idx[:cut], idx[cut:]
-    stratify = strata(y, task) if split.method == "stratified" else None
+    stratify = strata(y, task) if method == "stratified" else None
     try:
         train, test = train_test_split(idx, test_size=split.test_fraction,
                                        random_state=split.seed, stratify=stratify)
@@ -161,6 +163,10 @@ def _run_baselines(target: TargetSpec, views: list[str], features: BaselineFeatu
                    keep: np.ndarray, y: np.ndarray, train: np.ndarray,
                    test: np.ndarray) -> tuple[dict[str, Any], dict[str, Any]]:
     names = [*views, CONCAT] if len(views) > 1 else list(views)
+    raw = [features.raw(v, target.entity) for v in views]
+    # sparse data is reduced anyway: then `concat` is already its own reduction
+    if sum(x.shape[1] for x in raw) > features.dim and not any(sp.issparse(x) for x in raw):
+        names.append(PCA_NAME)
     metrics: dict[str, Any] = {}
     info: dict[str, Any] = {}
     for name in names:

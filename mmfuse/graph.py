@@ -123,6 +123,8 @@ def render_text(g: nx.MultiDiGraph, spec: Spec) -> str:
         if v.is_tensor:
             shape = "×".join(str(s) for s in v.tensor.shape)
             lines.append(f"  {vname:<16} tensor {v.rows} × [{shape}]  ({v.source.reader})")
+        elif v.features:
+            lines.append(f"  {vname:<16} features of {v.rows}  ({v.source.reader})")
         else:
             lines.append(f"  {vname:<16} matrix {v.rows} × {v.cols}  ({v.source.reader})")
     parts = components(g)

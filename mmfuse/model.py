@@ -134,8 +134,11 @@ def make_plan(spec: Spec, graph: nx.MultiDiGraph, shapes: dict[str, tuple[int, .
     for vname, v in spec.views.items():
         shape = shapes[vname]
         view_terms = v.terms.model_dump()
-        own = ("tensor",) if v.is_tensor else ("row", "col", "factor")
-        terms[vname] = {t: next(x for x in (view_terms[t], model_terms[t], getattr(preset, t))
+        own = ("tensor",) if v.is_tensor else ("row",) if v.features else ("row", "col", "factor")
+        # a feature view's only term is its rows' reconstruction: on unless switched off
+        default = {"row": True} if v.features else {}
+        terms[vname] = {t: next(x for x in (view_terms[t], model_terms[t],
+                                            default.get(t, getattr(preset, t)))
                                 if x is not None) for t in own}
         if v.is_tensor:
             in_shapes[(vname, "tensor")] = tuple(shape[1:])
@@ -144,6 +147,18 @@ def make_plan(spec: Spec, graph: nx.MultiDiGraph, shapes: dict[str, tuple[int, .
                 msg = (f"preset {preset.name!r} takes matrix views only; featurize this "
                        "tensor into a matrix (e.g. a CNN-features reader) or use mmeda1/mmeda2")
                 issues.append(spec.issue(("views", vname, "tensor"), msg))
+            continue
+        if v.features:  # attributes of the rows: a row code, no column side
+            if preset.codes == "free":
+                msg = ("preset 'cmf' factorises entity × entity matrices only; declare the "
+                       "feature columns as an entity (`cols:`) or use another preset")
+                issues.append(spec.issue(("views", vname, "features"), msg))
+            elif vname in sparse_views:
+                msg = ("a sparse feature view is not supported yet: store it dense (.npy), or "
+                       "declare its columns as an entity (`cols:`)")
+                issues.append(spec.issue(("views", vname, "features"), msg))
+            column_mode[vname] = "none"
+            in_shapes[(vname, "row")] = (shape[1],)
             continue
         mode = v.columns
         if mode == "embedding" and preset.codes == "entity":
@@ -172,7 +187,7 @@ def make_plan(spec: Spec, graph: nx.MultiDiGraph, shapes: dict[str, tuple[int, .
             issues.append(spec.issue(("entities", ename), msg))
     if issues:
         raise SpecError(issues)
-    factors = [v for v in column_mode if terms[v]["factor"]]
+    factors = [v for v in column_mode if terms[v].get("factor", False)]
     return Plan(preset, terms, decode_from, codes, factors, in_shapes, column_mode,
                 frozenset(sparse_views), frozenset(), tuple(notes))
 

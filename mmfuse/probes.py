@@ -38,6 +38,7 @@ from sklearn.metrics import (
     precision_score,
     r2_score,
     recall_score,
+    roc_auc_score,
 )
 from sklearn.multiclass import OneVsRestClassifier
 from sklearn.neural_network import MLPClassifier, MLPRegressor
@@ -104,18 +105,38 @@ def regression_scores(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float
             "r2": float(r2_score(y_true, y_pred))}
 
 
-def classification_scores(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
-    """F1, accuracy, precision, recall: binary (positive class 1) for 0/1 labels, else macro."""
+def classification_scores(y_true: np.ndarray, y_pred: np.ndarray,
+                          y_score: np.ndarray | None = None) -> dict[str, float]:
+    """Accuracy and macro-F1 always; F1, precision, recall: of class 1 for 0/1 labels, else
+    macro.  0/1 labels add each class's F1 and, given ``y_score`` (probability of class 1),
+    ROC-AUC and AUPRC (undefined, so left out, when the test split holds one class)."""
     labels = np.unique(y_true)
     binary = len(labels) <= 2 and set(labels.tolist()) <= {0, 1}
     kw: dict[str, Any] = {"zero_division": 0}
     kw.update({"pos_label": 1, "average": "binary"} if binary else {"average": "macro"})
-    return {
+    out = {
         "f1": float(f1_score(y_true, y_pred, **kw)),
+        "macro_f1": float(f1_score(y_true, y_pred, average="macro", zero_division=0)),
         "accuracy": float(accuracy_score(y_true, y_pred)),
         "precision": float(precision_score(y_true, y_pred, **kw)),
         "recall": float(recall_score(y_true, y_pred, **kw)),
     }
+    if binary:
+        per_class = f1_score(y_true, y_pred, labels=[0, 1], average=None, zero_division=0)
+        out.update({"f1_class_0": float(per_class[0]), "f1_class_1": float(per_class[1])})
+        if y_score is not None and len(labels) == 2:
+            out.update({"roc_auc": float(roc_auc_score(y_true, y_score)),
+                        "auprc": float(average_precision_score(y_true, y_score))})
+    return out
+
+
+def class_one_scores(model: BaseEstimator, x: np.ndarray) -> np.ndarray | None:
+    """Probability of class 1 from a fitted binary probe (None: not a 0/1 probe, or no
+    probabilities)."""
+    classes = list(getattr(model, "classes_", []))
+    if not hasattr(model, "predict_proba") or 1 not in classes or len(classes) > 2:
+        return None
+    return np.asarray(model.predict_proba(x))[:, classes.index(1)]
 
 
 def scored_labels(y_test: np.ndarray) -> np.ndarray:
@@ -152,6 +173,9 @@ def evaluate_probe(target: TargetSpec, x_train: np.ndarray, y_train: np.ndarray,
     if target.task == "multilabel":
         scores = positive_scores(model, x_test, y_test.shape[1])
         return multilabel_scores(y_test, np.asarray(model.predict(x_test)), scores)
+    if target.task == "classification":
+        return classification_scores(y_test, model.predict(x_test),
+                                     class_one_scores(model, x_test))
     return task_scores(target.task, y_test, model.predict(x_test))
 
 
@@ -170,4 +194,8 @@ def floor_scores(task: str, y_train: np.ndarray, y_test: np.ndarray) -> dict[str
     dummy = (DummyClassifier(strategy="most_frequent") if task == "classification"
              else DummyRegressor(strategy="mean"))
     dummy.fit(np.zeros((len(y_train), 1)), y_train)
-    return task_scores(task, y_test, dummy.predict(np.zeros((len(y_test), 1))))
+    x_test = np.zeros((len(y_test), 1))
+    if task == "classification":
+        return classification_scores(y_test, dummy.predict(x_test),
+                                     class_one_scores(dummy, x_test))
+    return task_scores(task, y_test, dummy.predict(x_test))

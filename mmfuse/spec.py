@@ -86,6 +86,10 @@ class ViewSpec(_Model):
 
     rows: str = Field(..., description="row entity")
     cols: str | None = Field(None, description="column entity (matrix views)")
+    features: bool = Field(
+        False, description="a matrix whose columns are attributes of the rows (word vectors, "
+        "measurements), not an entity: no column entity, column code or factor term; implied "
+        "when neither `cols` nor `tensor` is given; a 1-D array is one feature")
     tensor: TensorSpec | None = Field(None, description="trailing shape (tensor views)")
     source: SourceSpec
     encoder: EncoderSpec = Field(default_factory=EncoderSpec, description="rows / tensor side")
@@ -96,9 +100,10 @@ class ViewSpec(_Model):
     )
     sketch_dim: int = Field(256, gt=0, description="width of the random sketch (columns: sketch)")
     weight: float = Field(1.0, ge=0, description="weight of this view's loss terms")
-    missing: Literal["nan", "forbid"] = Field(
-        "nan", description="nan: NaN cells are missing; forbid: NaN is an error"
-    )
+    missing: Literal["nan", "forbid", "zero"] = Field(
+        "nan", description="nan: NaN cells are missing; forbid: NaN is an error; zero: NaN "
+        "and 0 cells are missing (a dense ratings matrix with 0 for 'not rated'; a sparse "
+        "one's stored zeros are dropped)")
     scale: Literal["none", "standard"] = Field(
         "none", description="matrix views: standard scales each column to mean 0, std 1 over "
         "its observed cells (views on very different scales then weigh alike in the loss)")
@@ -118,8 +123,21 @@ class ViewSpec(_Model):
 
     @model_validator(mode="after")
     def _matrix_or_tensor(self) -> ViewSpec:
-        if (self.cols is None) == (self.tensor is None):
+        if self.cols is not None and self.tensor is not None:
             raise ValueError("a view has either `cols` (a matrix view) or `tensor` (a tensor view)")
+        if self.features and (self.cols is not None or self.tensor is not None):
+            other = "cols" if self.cols is not None else "tensor"
+            raise ValueError(f"a feature view (`features: true`) has no `{other}`: its columns "
+                             "are attributes of the rows; drop one of the two")
+        if self.cols is None and self.tensor is None:
+            self.features = True
+        if self.features:
+            defaults = {"columns": "none", "col_encoder": EncoderSpec()}
+            for name, default in defaults.items():
+                if name in self.model_fields_set and getattr(self, name) != default:
+                    raise ValueError(f"`{name}` is for a column entity, and a feature view "
+                                     "has none (declare `cols: ENTITY` to factorise it)")
+            self.columns = "none"
         return self
 
     @property
@@ -182,9 +200,10 @@ class SplitSpec(_Model):
 
     test_fraction: float = Field(0.2, gt=0, lt=1, description="share of instances in test")
     seed: int = Field(0, description="seed of the random / stratified split")
-    method: Literal["random", "stratified", "position"] = Field(
-        "random", description="random | stratified (class proportions kept; multilabel: "
-        "by each instance's rarest label) | position (the last instances are the test split)")
+    method: Literal["random", "stratified", "position"] | None = Field(
+        None, description="random | stratified (class proportions kept; multilabel: "
+        "by each instance's rarest label) | position (the last instances are the test split); "
+        "default: stratified for classification and multilabel targets, random for regression")
 
 
 #: Which probe does which task.

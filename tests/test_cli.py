@@ -305,6 +305,11 @@ def test_train_output_and_quiet(trained):
     assert "trained 1 epochs" in result.output
     assert f"run: {run.parent / 'again'}" in result.output
     assert "epoch   1" not in result.output
+    assert "trivial floor" in result.output  # quiet: no progress, the evaluation table still
+    silent = invoke("train", spec_path, "--out", run.parent / "silent", "-q", "--no-report",
+                    "--epochs", 1)
+    assert silent.exit_code == 0 and "trivial floor" not in silent.output
+    assert (run.parent / "silent" / "evaluation.json").is_file()
     first = np.load(run / "embeddings" / "book.npy")
     again = np.load(run.parent / "again" / "embeddings" / "book.npy")
     np.testing.assert_allclose(again, first, atol=1e-6)  # same spec, seed, device

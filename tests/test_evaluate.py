@@ -117,7 +117,7 @@ def random_embeddings(n=120, d=6, seed=1) -> dict[str, np.ndarray]:
 def test_a_target_linear_in_a_view_is_predicted_by_that_views_baseline(tiny):
     result = evaluate_embeddings(load_spec(tiny), random_embeddings())
     linear = result["targets"]["linear"]
-    assert set(linear["baselines"]) == {"signal", "noise", "other", "concat"}
+    assert set(linear["baselines"]) == {"signal", "noise", "other", "concat", "pca"}
     assert linear["baselines"]["signal"]["r2"] > 0.99
     assert linear["baselines"]["noise"]["r2"] < 0.3
     assert linear["metrics"]["r2"] < 0.3  # random "embeddings" know nothing
@@ -128,10 +128,13 @@ def test_a_target_linear_in_a_view_is_predicted_by_that_views_baseline(tiny):
                                                        "pca": False, "reduction": "none"}
     assert from_cols["baselines"]["other"]["r2"] > 0.99
     assert from_cols["baselines"]["signal"]["r2"] < 0.3
-    # wider than baseline_dim: reduced by PCA
-    assert linear["baseline_features"]["noise"] == {"sides": ["row"], "width": 70, "dim": 12,
-                                                    "pca": True, "reduction": "pca"}
+    # each view and their concatenation raw; `pca`: the concatenation reduced by PCA
+    assert linear["baseline_features"]["noise"] == {"sides": ["row"], "width": 70, "dim": 70,
+                                                    "pca": False, "reduction": "none"}
     assert linear["baseline_features"]["concat"]["width"] == 12 + 70 + 8
+    assert linear["baseline_features"]["pca"] == {"views": ["signal", "noise", "other"],
+                                                  "width": 90, "dim": 12, "pca": True,
+                                                  "reduction": "pca"}
 
 
 def test_multilabel_target_with_baselines_and_floor(tiny):
@@ -155,6 +158,7 @@ def test_pca_is_fit_on_the_train_split_only(tiny, monkeypatch):
     monkeypatch.setattr(baselines_module, "PCA", SpyPCA)
     spec = load_spec(tiny, ["evaluate.baselines=[noise]"])
     result = evaluate_embeddings(spec, random_embeddings())
+    assert set(result["targets"]["linear"]["baselines"]) == {"noise", "pca"}
     noise = np.load(tiny.parent / "noise.npy")
     train, _ = split_indices(np.load(tiny.parent / "linear.npy"), spec.evaluate.split,
                              "regression")
@@ -169,7 +173,8 @@ def test_baselines_none_list_and_errors(tiny):
     assert all("baselines" not in t for t in result["targets"].values())
     one = evaluate_embeddings(load_spec(tiny, ["evaluate.baselines=[signal]"]),
                               random_embeddings())
-    assert set(one["targets"]["linear"]["baselines"]) == {"signal"}  # no concat of one view
+    # no concat of one view, nor a PCA of a view no wider than baseline_dim
+    assert set(one["targets"]["linear"]["baselines"]) == {"signal"}
     with pytest.raises(SpecError, match=r"evaluate.baselines.0: unknown view 'signl'; known"):
         evaluate_embeddings(load_spec(tiny, ["evaluate.baselines=[signl]"]), random_embeddings())
 

@@ -144,9 +144,10 @@ def test_missing_field_points_at_its_parent(tmp_path):
 
 
 def test_model_level_rules_point_at_the_model(tmp_path):
-    path = write(tmp_path, MATRIX.replace("    cols: b\n", ""))
+    path = write(tmp_path, MATRIX.replace("    cols: b\n", "    cols: b\n    features: true\n"))
     assert rendered(spec_error(load_spec, path), path) == [
-        "spec.yaml:6 views.v: a view has either `cols` (a matrix view) or `tensor` (a tensor view)",
+        "spec.yaml:6 views.v: a feature view (`features: true`) has no `cols`: its columns are "
+        "attributes of the rows; drop one of the two",
     ]
     both = "    cols: b\n    tensor: {shape: [2]}\n"
     path = write(tmp_path, MATRIX.replace("    cols: b\n", both))
@@ -524,8 +525,8 @@ def test_matrix_rows_differ_from_ids_file(data_dir):
 def test_matrix_view_needs_2d_data(data_dir):
     path = write(data_dir, DATA.replace("path: m.npy", "path: t.npy"))
     assert data_errors(path) == [
-        "spec.yaml:9 views.m.source: a matrix view needs 2-D data; got shape [4, 2, 2] "
-        "(declare `tensor:`?)"
+        "spec.yaml:9 views.m.source: a matrix view needs 2-D data; got shape [4, 2, 2]; an "
+        "image or other array per row is a tensor view (`tensor: {shape: [2, 2]}`)"
     ]
 
 

@@ -59,13 +59,16 @@ class ProgressBar(Callback):
 
 
 LOWER_IS_BETTER = {"mse"}
+#: Metrics a table shows, in this order (all of them are in ``evaluation.json``).
+SHOWN = ("accuracy", "macro_f1", "f1_class_0", "f1_class_1", "roc_auc", "auprc", "micro_f1",
+         "auprc_micro", "auprc_macro", "r2", "mse")
 
 
 def _feature_rows(r: Mapping[str, Any]) -> list[tuple[str, Mapping[str, float]]]:
     """(label, metrics) of the learnt representation, the floor, and each baseline."""
     rows = [("learnt", r["metrics"]), ("trivial floor", r["floor"])]
-    rows += [(f"raw {name}" if name != "concat" else "raw concat (all views)", m)
-             for name, m in r.get("baselines", {}).items()]
+    names = {"concat": "raw concat (all views)", "pca": "PCA of raw concat"}
+    rows += [(names.get(name, f"raw {name}"), m) for name, m in r.get("baselines", {}).items()]
     return rows
 
 
@@ -78,15 +81,20 @@ def _target_table(name: str, r: Mapping[str, Any]) -> Table:
     table = Table(title=f"{name}: {r['task']}, probe {r['probe']}", title_justify="left",
                   caption=caption, caption_justify="left")
     table.add_column("features")
-    metrics = list(r["metrics"])
+    metrics = [m for m in SHOWN if m in r["metrics"]] or list(r["metrics"])
     for metric in metrics:
         table.add_column(metric, justify="right")
     rows = _feature_rows(r)
-    best = {m: (min if m in LOWER_IS_BETTER else max)(row[m] for _, row in rows)
+    best = {m: (min if m in LOWER_IS_BETTER else max)(row[m] for _, row in rows if m in row)
             for m in metrics}
+
+    def cell(values, m):
+        if m not in values:
+            return "–"
+        return f"[bold]{values[m]:.4f}[/bold]" if values[m] == best[m] else f"{values[m]:.4f}"
+
     for label, values in rows:
-        cells = [f"[bold]{values[m]:.4f}[/bold]" if values[m] == best[m] else f"{values[m]:.4f}"
-                 for m in metrics]
+        cells = [cell(values, m) for m in metrics]
         table.add_row(label, *cells)
         if label == "trivial floor" and len(rows) > 2:
             table.add_section()

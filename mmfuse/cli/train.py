@@ -21,7 +21,11 @@ def train_command(
     out: Annotated[Path | None, typer.Option(help="Run folder (default runs/NAME/TIME).")] = None,
     resume: Annotated[bool, typer.Option(
         help="Continue the run in --out from its checkpoint.")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
+    quiet: Annotated[bool, typer.Option(
+        "--quiet", "-q", help="No progress output (the evaluation table still prints).")] = False,
+    no_report: Annotated[bool, typer.Option(
+        "--no-report", help="Do not print the evaluation table (it is in the run folder).")
+    ] = False,
     ignore_memory: IgnoreMemoryOpt = False,
 ) -> None:
     """Train a spec: write the run folder, embeddings of every entity, and the evaluation."""
@@ -51,7 +55,7 @@ def train_command(
     state = "converged" if t.converged else "stopped at the epoch limit"
     console.print(f"trained {t.epoch} epochs ({state}); final loss {t.history[-1]['loss']:.5g}",
                   highlight=False)
-    if result.evaluation and not quiet:
+    if result.evaluation and not no_report:
         console.print(evaluation_table(result.evaluation))
     console.print(f"run: {result.run.root}", highlight=False)
 

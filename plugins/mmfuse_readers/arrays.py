@@ -23,6 +23,31 @@ def _ids(params: Mapping[str, Any], key: str, ctx: ReadContext) -> list[str] | N
     return [line.rstrip("\r\n") for line in path.read_text(encoding="utf-8").splitlines() if line]
 
 
+def _mask(params: Mapping[str, Any], ctx: ReadContext, shape: tuple[int, ...]
+          ) -> np.ndarray | None:
+    """Optional ``mask``: a boolean ``.npy`` of the data's shape, True where observed."""
+    if "mask" not in params:
+        return None
+    if not isinstance(params["mask"], str):
+        raise ValueError(f"params.mask must be a file path; got {params['mask']!r}")
+    path = Path(params["mask"])
+    path = path if path.is_absolute() else ctx.spec_dir / path
+    mask = np.load(path, mmap_mode="r", allow_pickle=False)
+    if not isinstance(mask, np.ndarray) or mask.dtype != np.bool_:
+        kind = getattr(mask, "dtype", type(mask).__name__)
+        raise ValueError(f"mask {path.name} must be a boolean .npy array; got {kind}")
+    if tuple(mask.shape) != tuple(shape):
+        raise ValueError(f"mask {path.name} has shape {list(mask.shape)}; the data has "
+                         f"{list(shape)}")
+    return mask
+
+
+def _known(params: Mapping[str, Any], known: set[str]) -> None:
+    unknown = set(params) - known
+    if unknown:
+        raise ValueError(f"unknown params {sorted(unknown)}; known: {sorted(known)}")
+
+
 def _require(path: Path | None) -> Path:
     if path is None:
         raise ValueError("needs `path`")
@@ -33,20 +58,25 @@ def read_npy(path: Path | None, params: Mapping[str, Any], ctx: ReadContext) -> 
     """A ``.npy`` array, memory-mapped (``mmap: false`` loads it).  NaN cells are missing.
 
     params: ``mmap`` (bool, default true), ``row_ids`` / ``col_ids`` (id files to check the
-    order against the entities' ids).
+    order against the entities' ids), ``mask`` (a boolean ``.npy`` of the same shape, True
+    where a cell is observed).
     """
+    _known(params, {"mmap", "row_ids", "col_ids", "mask"})
     path = _require(path)
     data = np.load(path, mmap_mode="r" if params.get("mmap", True) else None, allow_pickle=False)
     if not isinstance(data, np.ndarray):
         data.close()
         raise ValueError(f"{path.name} is not a .npy array (an .npz archive? use reader npz)")
-    return ViewArray(data=data, row_ids=_ids(params, "row_ids", ctx),
+    return ViewArray(data=data, mask=_mask(params, ctx, data.shape),
+                     row_ids=_ids(params, "row_ids", ctx),
                      col_ids=_ids(params, "col_ids", ctx), info={"file": str(path)})
 
 
 def read_npz(path: Path | None, params: Mapping[str, Any], ctx: ReadContext) -> ViewArray:
     """A scipy sparse matrix (``scipy.sparse.save_npz``): cells not stored are missing,
-    stored zeros are observed.  A plain numpy archive is read too (``key``: which array)."""
+    stored zeros are observed.  A plain numpy archive is read too (``key``: which array;
+    ``mask``: as for ``npy``)."""
+    _known(params, {"key", "row_ids", "col_ids", "mask"})
     path = _require(path)
     try:
         data: Any = sp.load_npz(path)
@@ -61,5 +91,8 @@ def read_npz(path: Path | None, params: Mapping[str, Any], ctx: ReadContext) -> 
                 msg = f"no array {key!r} in {path.name}; it has {archive.files}"
                 raise ValueError(msg) from None
             data = archive[key]
-    return ViewArray(data=data, row_ids=_ids(params, "row_ids", ctx),
+    mask = _mask(params, ctx, data.shape)
+    if mask is not None and sp.issparse(data):
+        raise ValueError("a sparse matrix's observed cells are the ones it stores: no `mask`")
+    return ViewArray(data=data, mask=mask, row_ids=_ids(params, "row_ids", ctx),
                      col_ids=_ids(params, "col_ids", ctx), info={"file": str(path)})
