@@ -162,11 +162,6 @@ class Trainer:
     def fit(self) -> None:
         train = self.spec.train
         batcher = self.built.batcher
-        # Adam's moments of a table row that no step touches decay geometrically into
-        # subnormal floats, which the CPU computes on 10-100× slower (epochs grew from 39 to
-        # 58 s on benchmarks/scale.py's 100k × 50k case); flushing them to 0 changes nothing
-        # above 1e-38
-        torch.set_flush_denormal(True)
         for cb in self.callbacks:
             cb.on_train_start(self)
         while self.epoch < train.epochs and not self.converged:

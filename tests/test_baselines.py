@@ -69,9 +69,9 @@ def no_densify(monkeypatch):
     for name in ("rows", "cols"):
         original = getattr(MatrixData, name)
 
-        def guarded(self, idx, _original=original, _name=name):
+        def guarded(self, idx, *args, _original=original, _name=name, **kwargs):
             assert not self.sparse, f"sparse view densified by MatrixData.{_name}"
-            return _original(self, idx)
+            return _original(self, idx, *args, **kwargs)
 
         monkeypatch.setattr(MatrixData, name, guarded)
 
@@ -197,11 +197,15 @@ def test_sparse_features_no_wider_than_dim_are_densified_not_reduced(genes):
                     "reduction": "none"}
 
 
-def test_dense_views_still_go_through_pca(genes):
-    spec, data, _ = genes
+def test_a_dense_view_is_raw_and_its_pca_reduced(genes):
+    spec, data, arrays = genes
     keep = np.ones(N_GENE, bool)
-    _, info = BaselineFeatures(spec, data, dim=6).features("expr", ["expr"], "gene", keep,
-                                                           TRAIN)
+    features = BaselineFeatures(spec, data, dim=6)
+    x, info = features.features("expr", ["expr"], "gene", keep, TRAIN)
+    assert info == {"sides": ["row"], "width": N_FEAT, "dim": N_FEAT, "pca": False,
+                    "reduction": "none"}
+    np.testing.assert_array_equal(x, arrays["expr"])
+    _, info = features.features("pca", ["expr"], "gene", keep, TRAIN)
     assert info == {"sides": ["row"], "width": N_FEAT, "dim": 6, "pca": True,
                     "reduction": "pca"}
 

@@ -253,7 +253,7 @@ def test_shipped_spec_validates_and_trains_on_fake_data(fake_dicty, tmp_path):
     result = train(spec, tmp_path / "run")
     go = result.evaluation["targets"]["go"]
     assert go["task"] == "multilabel" and go["n_train"] == 32 and go["n_test"] == 8
-    assert set(go["baselines"]) == {"expression", "ppi", "concat"}
+    assert set(go["baselines"]) == {"expression", "ppi", "concat", "pca"}
     assert np.load(tmp_path / "run" / "embeddings" / "gene.npy").shape == (40, 50)
 
 

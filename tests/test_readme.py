@@ -23,7 +23,7 @@ def block(lang: str, containing: str) -> str:
     return next(b for b in blocks if containing in b)
 
 
-def test_readme_spec_with_three_entities_and_four_views_trains(tmp_path):
+def test_readme_spec_with_three_entities_and_five_views_trains(tmp_path):
     spec_path = tmp_path / "shop.yaml"
     spec_path.write_text(block("yaml", "specs/shop.yaml"))
     data = tmp_path / "data"
@@ -39,6 +39,8 @@ def test_readme_spec_with_three_entities_and_four_views_trains(tmp_path):
     sp.save_npz(data / "ratings.npz", ratings)
     np.save(data / "cooc.npy", rng.poisson(2.0, (n_word, n_word)).astype(np.float32))
     np.save(data / "genre.npy", rng.integers(0, 2, n_book))
+    np.save(data / "book_facts.npy", rng.random((n_book, 3)).astype(np.float32))
+    np.save(data / "facts_known.npy", rng.random((n_book, 3)) < 0.8)
     result = train(load_spec(spec_path, ["train.epochs=1"]), tmp_path / "run")
     for entity, n in {"book": n_book, "user": n_user, "word": n_word}.items():
         z = np.load(tmp_path / "run" / "embeddings" / f"{entity}.npy")

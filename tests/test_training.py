@@ -84,7 +84,9 @@ def test_loss_decreases_and_run_folder_is_complete(multiview, tmp_path):
     assert embeddings(run, "user").shape == (32, 8)
     assert set(result.evaluation["targets"]) == {"label", "score"}
     label = result.evaluation["targets"]["label"]
-    assert set(label["metrics"]) == set(label["floor"]) == {"f1", "accuracy", "precision", "recall"}
+    assert set(label["metrics"]) == set(label["floor"]) == {
+        "f1", "macro_f1", "accuracy", "precision", "recall", "f1_class_0", "f1_class_1",
+        "roc_auc", "auprc"}
 
 
 def test_balanced_terms_resume_to_the_bit_and_change_the_training(multiview, tmp_path):

@@ -3,10 +3,10 @@
 The first layer sums the weight vectors of a row's stored cells, each times its value
 (the sparse product ``X @ W``: :meth:`SparseBatch.mm`), divided by the square root of the
 row's stored cells (all of them, where the batch holds a rescaled sample:
-``SparseBatch.totals``) so that a code does not grow with the row's length; further layers are an MLP.  The
-decoder mirrors the MLP, and its last layer is evaluated only at the cells asked for
-(``decode_at``): a weight vector and a bias per output column, gathered per cell.  A row with
-``m`` stored cells costs ``O(m × width)``, never ``O(n_cols)``.
+``SparseBatch.totals``) so that a code does not grow with the row's length; further layers
+are an MLP.  The decoder mirrors the MLP, and its last layer is evaluated only at the cells
+asked for (``decode_at``): a weight vector and a bias per output column, gathered per cell.
+A row with ``m`` stored cells costs ``O(m × width)``, never ``O(n_cols)``.
 """
 
 from __future__ import annotations
