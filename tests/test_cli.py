@@ -178,6 +178,11 @@ def test_debug_traceback_from_the_installed_command(tmp_path):
     assert debug.returncode != 0
     assert "Traceback (most recent call last)" in debug.stderr
     assert "mmfuse.errors.SpecError" in debug.stderr
+    # `python -m mmfuse` is the same command (what `torchrun -m mmfuse` runs)
+    module = subprocess.run([sys.executable, "-m", "mmfuse", "validate", "spec.yaml"],
+                            capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert module.returncode == 3
+    assert "unknown entity 'reader'" in module.stdout + module.stderr
 
 
 # --------------------------------------------------------------------------- look before training
