@@ -86,7 +86,10 @@ def estimate(built: Built, batch: Batch | None = None) -> Cost:
         inputs = sum(_entries(t) for (v, _), t in batch.sides.items() if v == name)
         if isinstance(data, MatrixData):
             per_step = len(batch.cells[name]) if name in batch.cells else 0
-            views.append(ViewCost(name, data.nnz, per_step, per_step * steps, inputs))
+            # a sparse view's epoch visits each stored cell once, plus its negatives
+            per_epoch = (round(data.nnz * (1 + batcher.negatives[name])) if name in
+                         batcher.nnz else per_step * steps)
+            views.append(ViewCost(name, data.nnz, per_step, per_epoch, inputs))
         else:
             n = len(batch.idx.get(vspec.rows, []))
             views.append(ViewCost(name, data.shape[0], n, n * steps, inputs))

@@ -196,6 +196,9 @@ def test_cost_counts_cells_and_refuses_a_run_bigger_than_the_machine(multiview, 
     by_view = {v.view: v for v in cost.views}
     assert by_view["ratings"].stored == sp.load_npz(multiview.parent / "ratings.npz").nnz
     assert by_view["ratings"].per_step == 40
+    assert by_view["ratings"].per_epoch == by_view["ratings"].stored  # each once an epoch
+    blocked = estimate(build(load_spec(multiview, ["train.primary=user"]), get_plugins()))
+    assert {v.view: v for v in blocked.views}["ratings"].per_epoch == by_view["ratings"].stored
     assert by_view["text"].stored == 48 * 24
     assert cost.peak_bytes > cost.resident_bytes > 0
     check_memory(cost)  # fits
