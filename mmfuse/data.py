@@ -143,15 +143,10 @@ class MatrixData:
     def cells_of(self, axis: int, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Row, column and value of every stored cell of rows ``idx`` (``axis`` 0) or of
         columns ``idx`` (``axis`` 1)."""
-        m = self.csr if axis == 0 else self.csc
-        idx = np.asarray(idx)
-        start = m.indptr[idx].astype(np.int64)
-        counts = m.indptr[idx + 1] - start
-        first = np.cumsum(counts) - counts  # where each one's cells begin in the output
-        pos = np.arange(int(counts.sum())) + np.repeat(start - first, counts)
-        owner = np.repeat(idx, counts)
-        other = m.indices[pos]
-        return ((owner, other, m.data[pos]) if axis == 0 else (other, owner, m.data[pos]))
+        part = self.sparse_rows(idx) if axis == 0 else self.sparse_cols(idx)
+        owner = np.repeat(np.asarray(idx), np.diff(part.indptr))
+        return ((owner, part.indices, part.values) if axis == 0
+                else (part.indices, owner, part.values))
 
     def sparse_rows(self, idx: np.ndarray, cap: int | None = None,
                     rng: np.random.Generator | None = None) -> SparseRows:

@@ -103,6 +103,13 @@ class SparseBatch:
         """Cells held per row (b,) (a sample's size for a sampled row; see ``totals``)."""
         return self.crow.diff()
 
+    def cell_rows(self) -> torch.Tensor:
+        """The row of each held cell (nnz,)."""
+        import torch
+
+        return torch.arange(len(self), device=self.crow.device).repeat_interleave(
+            self.counts(), output_size=len(self.values))
+
     def mm(self, table: torch.Tensor, row_scale: torch.Tensor | None = None) -> torch.Tensor:
         """``X @ table``: (b, k) for a (width, k) table, each row's cells times its
         ``row_scale`` where given; differentiable in ``table``; costs the stored cells."""
@@ -114,9 +121,7 @@ class SparseBatch:
         import torch
 
         out = torch.zeros(self.shape, dtype=self.values.dtype, device=self.values.device)
-        rows = torch.repeat_interleave(torch.arange(self.shape[0], device=self.crow.device),
-                                       self.counts())
-        out[rows, self.col] = self.values
+        out[self.cell_rows(), self.col] = self.values
         return out
 
 

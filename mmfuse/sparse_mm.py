@@ -27,11 +27,6 @@ def _csr(x: SparseBatch, weights: torch.Tensor) -> sp.csr_array:
     return m
 
 
-def _cell_rows(x: SparseBatch) -> torch.Tensor:
-    return torch.arange(len(x), device=x.crow.device).repeat_interleave(
-        x.counts(), output_size=len(x.values))
-
-
 def forward(x: SparseBatch, weights: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
     """``X @ table`` where ``X`` holds ``weights`` at the batch's cells: (b, k)."""
     return F.embedding_bag(x.col, table, x.crow[:-1], mode="sum",
@@ -44,7 +39,7 @@ def backward(x: SparseBatch, weights: torch.Tensor, grad: torch.Tensor,
     if grad.device.type == "cpu" and grad.dtype == weights.dtype == torch.float32:
         return torch.from_numpy(np.ascontiguousarray(_csr(x, weights).T @ grad.numpy()))
     out = grad.new_zeros((width, grad.shape[1]))
-    cells = grad[_cell_rows(x)] * weights.to(grad.dtype)[:, None]
+    cells = grad[x.cell_rows()] * weights.to(grad.dtype)[:, None]
     return out.index_add_(0, x.col, cells)
 
 

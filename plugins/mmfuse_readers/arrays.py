@@ -12,26 +12,30 @@ import scipy.sparse as sp
 from mmfuse.plugin_api import ReadContext, ViewArray
 
 
-def _ids(params: Mapping[str, Any], key: str, ctx: ReadContext) -> list[str] | None:
-    """Optional ``row_ids`` / ``col_ids`` files: the order the data's rows/columns are in."""
+def _path(params: Mapping[str, Any], key: str, ctx: ReadContext) -> Path | None:
+    """The file a path param names (relative to the spec's folder), or None if not given."""
     if key not in params:
         return None
     if not isinstance(params[key], str):
         raise ValueError(f"params.{key} must be a file path; got {params[key]!r}")
     path = Path(params[key])
-    path = path if path.is_absolute() else ctx.spec_dir / path
+    return path if path.is_absolute() else ctx.spec_dir / path
+
+
+def _ids(params: Mapping[str, Any], key: str, ctx: ReadContext) -> list[str] | None:
+    """Optional ``row_ids`` / ``col_ids`` files: the order the data's rows/columns are in."""
+    path = _path(params, key, ctx)
+    if path is None:
+        return None
     return [line.rstrip("\r\n") for line in path.read_text(encoding="utf-8").splitlines() if line]
 
 
 def _mask(params: Mapping[str, Any], ctx: ReadContext, shape: tuple[int, ...]
           ) -> np.ndarray | None:
     """Optional ``mask``: a boolean ``.npy`` of the data's shape, True where observed."""
-    if "mask" not in params:
+    path = _path(params, "mask", ctx)
+    if path is None:
         return None
-    if not isinstance(params["mask"], str):
-        raise ValueError(f"params.mask must be a file path; got {params['mask']!r}")
-    path = Path(params["mask"])
-    path = path if path.is_absolute() else ctx.spec_dir / path
     mask = np.load(path, mmap_mode="r", allow_pickle=False)
     if not isinstance(mask, np.ndarray) or mask.dtype != np.bool_:
         kind = getattr(mask, "dtype", type(mask).__name__)
