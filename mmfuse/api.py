@@ -32,6 +32,7 @@ from mmfuse.plugin_api import Callback
 from mmfuse.plugins import Plugins, get_plugins
 from mmfuse.run import RunDir
 from mmfuse.spec import Spec
+from mmfuse.strategy import make_strategy
 from mmfuse.training import Trainer, embed_all
 
 log = logging.getLogger(__name__)
@@ -42,7 +43,12 @@ class TrainResult:
     run: RunDir
     built: Built
     trainer: Trainer
-    evaluation: dict[str, Any] | None
+    evaluation: dict[str, Any] | None  # None in every process of a job but rank 0
+
+    @property
+    def main(self) -> bool:
+        """Whether this process wrote the run folder (rank 0, or the only process)."""
+        return self.trainer.strategy.is_main
 
 
 def default_run_dir(spec: Spec) -> Path:
@@ -74,10 +80,20 @@ def _manifest(built: Built, trainer: Trainer, started: float, status: str) -> di
             "steps_per_epoch": built.batcher.steps_per_epoch(),
             "primary": built.batcher.primary,
         },
+        "distributed": _distributed(built, trainer),
         "cost": {"steps_per_epoch": built.batcher.steps_per_epoch(),
                  "peak_rss_mib": round(_peak_rss_mib(), 1)},
         "written": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
+
+
+def _distributed(built: Built, trainer: Trainer) -> dict[str, Any]:
+    """The job: processes, backend, and each one's throughput (after training)."""
+    batcher, ranks = built.batcher, trainer.throughput
+    unit = "cells" if batcher.primary_is_view else f"{batcher.primary} instances"
+    rates = [r["per_second"] for r in ranks if r["per_second"] is not None]
+    return {**trainer.strategy.describe(), "unit": unit, "ranks": ranks,
+            "per_second": round(sum(rates), 1) if rates else None}
 
 
 def _peak_rss_mib() -> float:
@@ -91,33 +107,45 @@ def train(spec: Spec, out: Path | str | None = None, *, resume: bool = False,
     """Train ``spec``; write the run folder (checkpoint every epoch); embed every entity;
     evaluate when the spec says how.  ``resume`` continues from ``out``'s checkpoint.
     A spec whose peak-memory estimate exceeds the machine's is refused unless
-    ``ignore_memory``."""
+    ``ignore_memory``.
+
+    Started by a launcher (``mmfuse train --nproc N``, torchrun), each process calls this:
+    ``train.strategy`` (:mod:`mmfuse.strategy`) makes it one process of a DDP job, training
+    its shard of each epoch; rank 0 alone writes the run folder while the others wait."""
     plugins = plugins or get_plugins()
-    run = RunDir(Path(out) if out else default_run_dir(spec))
-    if resume and not run.checkpoint_file.is_file():
-        raise MmfuseError(f"nothing to resume: no checkpoint in {run.root}")
-    if not resume and run.checkpoint_file.exists():
-        raise MmfuseError(f"{run.root} already holds a run; add --resume to continue it, "
-                          "or choose another --out")
-    built = build(spec, plugins, device)
-    cost = estimate(built)
-    log.info("estimated peak memory %.0f MiB", cost.peak_bytes / 2**20)
-    if not ignore_memory:
-        check_memory(cost)
-    observers = [plugins.callbacks.get(name)() for name in spec.train.callbacks]
-    trainer = Trainer(built, run, [*observers, *callbacks])
-    if resume:
-        trainer.resume()
-    started = time.time()
-    run.write_spec(spec)
-    run.write_manifest(_manifest(built, trainer, started, "training"))
-    trainer.fit()
-    for entity in spec.entities:
-        run.write_embeddings(entity, embed_all(built, entity), built.data.ids[entity])
-    evaluation = None
-    if evaluate and spec.evaluate is not None:
-        evaluation = evaluate_run(run, spec, built.data)
-    run.write_manifest(_manifest(built, trainer, started, "done"))
+    strategy = make_strategy(spec, device)
+    try:
+        run = RunDir(strategy.broadcast(Path(out) if out else default_run_dir(spec)))
+        if resume and not run.checkpoint_file.is_file():
+            raise MmfuseError(f"nothing to resume: no checkpoint in {run.root}")
+        if not resume and run.checkpoint_file.exists():
+            raise MmfuseError(f"{run.root} already holds a run; add --resume to continue "
+                              "it, or choose another --out")
+        with strategy.main_first():  # rank 0 prepares data sets and caches
+            built = build(spec, plugins, strategy.device, strategy.shard)
+        cost = estimate(built)
+        log.info("estimated peak memory %.0f MiB", cost.peak_bytes / 2**20)
+        if not ignore_memory:
+            check_memory(cost)
+        observers = [plugins.callbacks.get(name)() for name in spec.train.callbacks]
+        trainer = Trainer(built, run, [*observers, *callbacks], strategy)
+        if resume:
+            trainer.resume()
+        started = time.time()
+        if strategy.is_main:
+            run.write_spec(spec)
+            run.write_manifest(_manifest(built, trainer, started, "training"))
+        trainer.fit()
+        evaluation = None
+        if strategy.is_main:
+            for entity in spec.entities:
+                run.write_embeddings(entity, embed_all(built, entity), built.data.ids[entity])
+            if evaluate and spec.evaluate is not None:
+                evaluation = evaluate_run(run, spec, built.data)
+            run.write_manifest(_manifest(built, trainer, started, "done"))
+        strategy.barrier()  # the others wait for rank 0's run folder
+    finally:
+        strategy.close()
     return TrainResult(run, built, trainer, evaluation)
 
 

@@ -19,6 +19,14 @@ observed cells); a sparse view scores its drawn cells, plus, where the view says
 (bernoulli views by default), sampled negatives: unobserved cells taken as 0, one column of
 the step's column instances per negative.  Permutations and negatives derive from (seed,
 epoch, step), so a resumed run draws exactly the batches the uninterrupted one would have.
+
+In a job of N processes (``shard=(rank, N)``), each takes a disjoint shard of every epoch's
+primary permutation, split as torch's ``DistributedSampler`` splits a data set (padded by
+wrapping to a multiple of N, then every N-th from ``rank``: at most N − 1 instances or cells
+appear twice in an epoch), in its own steps of ``batch_size``; its step ``s`` is the job's
+step ``s·N + rank``, which sets what the other entities and sparse views walk through and
+the negatives drawn, so the processes' steps are disjoint there too.  One process
+(``(0, 1)``) is the plain epoch.
 """
 
 from __future__ import annotations
@@ -89,8 +97,10 @@ def default_primary(spec: Spec, data: Data, batch_sizes: dict[str, int]) -> str:
 
 
 class Batcher:
-    def __init__(self, spec: Spec, data: Data, plan: Plan, device: torch.device):
+    def __init__(self, spec: Spec, data: Data, plan: Plan, device: torch.device,
+                 shard: tuple[int, int] = (0, 1)):
         self.spec, self.data, self.plan, self.device = spec, data, plan, device
+        self.rank, self.world = shard  # this process's shard of each epoch, of how many
         sizes = data.sizes
         self.batch_sizes = {
             e: min(n, spec.train.entity_batch.get(e, spec.train.batch_size))
@@ -132,17 +142,29 @@ class Batcher:
             return self.nnz[self.primary]
         return self.data.sizes[self.primary]
 
+    def shard_size(self) -> int:
+        """What this process visits of an epoch: its share of the primary (all of it alone)."""
+        return math.ceil(self.epoch_size() / self.world)
+
     def steps_per_epoch(self) -> int:
+        """This process's steps in an epoch (the same in every process of a job)."""
         per_step = (self.spec.train.cell_batch if self.primary_is_view
                     else self.batch_sizes[self.primary])
-        return max(1, math.ceil(self.epoch_size() / per_step))
+        return max(1, math.ceil(self.shard_size() / per_step))
 
     def cells_per_step(self, view: str) -> int:
-        """Cells a step draws from a sparse view (all of them once per epoch; a row block's
-        on average)."""
+        """Cells a step draws from a sparse view (all of them once per epoch, over every
+        process's steps; a row block's on average)."""
         if view == self.primary:
             return min(self.spec.train.cell_batch, self.nnz[view])
-        return min(math.ceil(self.nnz[view] / self.steps_per_epoch()), self.nnz[view])
+        steps = self.steps_per_epoch() * self.world
+        return min(math.ceil(self.nnz[view] / steps), self.nnz[view])
+
+    def _shard(self, perm: np.ndarray) -> np.ndarray:
+        """This process's part of an epoch's permutation (``DistributedSampler``'s split)."""
+        if self.world == 1:
+            return perm
+        return np.resize(perm, self.shard_size() * self.world)[self.rank :: self.world]
 
     # ------------------------------------------------------------------ epochs
 
@@ -159,7 +181,12 @@ class Batcher:
             for i, v in enumerate(self.sparse_views) if v not in self.blocked
         }
         entity_primary = not self.primary_is_view
+        if entity_primary:
+            perms[self.primary] = self._shard(perms[self.primary])
+        else:
+            cell_perms[self.primary] = self._shard(cell_perms[self.primary])
         for step in range(self.steps_per_epoch()):
+            job_step = step * self.world + self.rank  # this step's place in the whole job
             idx = {}
             for e, n in sizes.items():
                 b = self.batch_sizes[e]
@@ -168,7 +195,7 @@ class Batcher:
                 elif b >= n:
                     idx[e] = np.arange(n)
                 else:
-                    idx[e] = perms[e][(step * b + np.arange(b)) % n]
+                    idx[e] = perms[e][(job_step * b + np.arange(b)) % n]
             draws = {}
             for v in self.sparse_views:
                 m, n = self.cells_per_step(v), self.nnz[v]
@@ -178,9 +205,9 @@ class Batcher:
                 if v == self.primary:
                     positions = cell_perms[v][step * m : (step + 1) * m]
                 else:
-                    positions = cell_perms[v][(step * m + np.arange(m)) % n]
+                    positions = cell_perms[v][(job_step * m + np.arange(m)) % n]
                 draws[v] = self.data.views[v].cells(np.sort(positions))
-            rng = np.random.default_rng([seed, epoch, step, 7])
+            rng = np.random.default_rng([seed, epoch, job_step, 7])
             yield self.make(self.touched(idx, draws), draws, rng)
 
     def touched(self, idx: dict[str, np.ndarray], draws) -> dict[str, np.ndarray]:

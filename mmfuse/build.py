@@ -71,8 +71,10 @@ class Built:
     device: torch.device
 
 
-def build(spec: Spec, plugins: Plugins, device: str | None = None) -> Built:
-    """Check the spec and its data, then build the model on the device (seeded)."""
+def build(spec: Spec, plugins: Plugins, device: str | torch.device | None = None,
+          shard: tuple[int, int] = (0, 1)) -> Built:
+    """Check the spec and its data, then build the model on the device (seeded); its
+    batcher walks ``shard`` (rank, processes) of each epoch."""
     graph = build_graph(spec, plugins)
     data = load_data(spec, plugins)
     shapes = {name: tuple(v.shape) for name, v in data.views.items()}
@@ -81,7 +83,7 @@ def build(spec: Spec, plugins: Plugins, device: str | None = None) -> Built:
     plan = make_plan(spec, graph, shapes, sparse_views)
     for note in plan.notes:
         log.warning(note)
-    dev = resolve_device(device or spec.train.device)
+    dev = resolve_device(str(device or spec.train.device))
     if spec.train.threads:
         torch.set_num_threads(spec.train.threads)
     seed_everything(spec.seed)
@@ -94,7 +96,7 @@ def build(spec: Spec, plugins: Plugins, device: str | None = None) -> Built:
         dim=spec.model.dim)
     init_factor_bias(model, data)
     model = model.to(dev)
-    return Built(spec, graph, data, plan, model, Batcher(spec, data, plan, dev), dev)
+    return Built(spec, graph, data, plan, model, Batcher(spec, data, plan, dev, shard), dev)
 
 
 def build_codecs(spec: Spec, plan: Plan, plugins: Plugins, sizes: dict[str, int]

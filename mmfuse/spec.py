@@ -186,6 +186,11 @@ class TrainSpec(_Model):
     device: str = Field("auto", pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$")
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     compile: bool = False
+    strategy: Literal["auto", "single", "ddp"] = Field(
+        "auto", description="single: this process; ddp: one of the processes a launcher "
+        "started (`mmfuse train --nproc N`, torchrun), gradients averaged by "
+        "DistributedDataParallel, gloo on the CPU, nccl on CUDA; auto: ddp when started by "
+        "a launcher, else single")
     balance: bool = Field(
         False, description="divide each loss term by its running mean, so views on very "
         "different scales pull alike (the reported loss stays the plain sum)")
@@ -287,7 +292,7 @@ class Spec(_Model):
         d = self.dump()
         d.pop("evaluate", None)
         for key in ("epochs", "tol", "patience", "device", "precision", "compile", "callbacks",
-                    "threads"):
+                    "threads", "strategy"):
             d["train"].pop(key, None)
         return _hash(d)
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
+import socket
 import time
 from collections import defaultdict
 from collections.abc import Sequence
@@ -18,6 +18,7 @@ from mmfuse.build import Built
 from mmfuse.errors import MmfuseError
 from mmfuse.plugin_api import Callback
 from mmfuse.run import RunDir
+from mmfuse.strategy import Single
 
 log = logging.getLogger(__name__)
 
@@ -74,26 +75,43 @@ def relative_change(previous: float, current: float) -> float:
 class Trainer:
     """Trains a built model, writing metrics and an atomic checkpoint every epoch.
 
-    Observers (``callbacks``) see every step and epoch; the CLI's progress bar is one.
+    One loop for every strategy (:mod:`mmfuse.strategy`): alone, or as one process of a DDP
+    job, where each process trains its shard of every epoch (DDP averages the gradients),
+    the epoch's metrics are means over every process's steps, and rank 0 alone writes and
+    runs the observers.  Observers (``callbacks``) see every step and epoch; the CLI's
+    progress bar is one.
     """
 
-    def __init__(self, built: Built, run: RunDir, callbacks: Sequence[Callback] = ()):
+    def __init__(self, built: Built, run: RunDir, callbacks: Sequence[Callback] = (),
+                 strategy: Single | None = None):
         self.built = built
         self.run = run
         self.callbacks = list(callbacks)
         self.spec = built.spec
-        self.model = built.model
+        train = self.spec.train
+        self.strategy = strategy or Single(built.device, train.precision, train.compile)
+        self.model = built.model  # the checkpoint holds its state
+        self.net = self.strategy.prepare(built.model)  # what a step calls (compiled, DDP)
         self.optimizer = Optimizers(built)
         self.history: list[dict[str, float]] = []
         self.epoch = 0  # epochs completed
         self.stalled = 0  # consecutive epochs with relative change under tol
         self.converged = False
         self.term_scale: dict[str, float] = {}  # running mean of each term (train.balance)
-        self.step_fn = self._compiled_step() if self.spec.train.compile else self._step
+        self.throughput: list[dict[str, Any]] = []  # per process, after fit
 
     # ------------------------------------------------------------------ state
 
+    def _process_state(self) -> dict[str, Any]:
+        """What differs between the processes of a job: RNG state, running term means."""
+        state: dict[str, Any] = {"torch_rng": torch.get_rng_state(),
+                                 "term_scale": dict(self.term_scale)}
+        if self.built.device.type == "cuda":
+            state["cuda_rng"] = torch.cuda.get_rng_state(self.built.device)
+        return state
+
     def state_dict(self) -> dict[str, Any]:
+        """The checkpoint, with every process's own state (a collective: each calls it)."""
         return {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -101,8 +119,8 @@ class Trainer:
             "stalled": self.stalled,
             "converged": self.converged,
             "history": self.history,
-            "torch_rng": torch.get_rng_state(),
-            "term_scale": dict(self.term_scale),
+            "world_size": self.strategy.world_size,
+            "processes": self.strategy.gather(self._process_state()),
             "spec_digest": self.spec.digest_model(),
         }
 
@@ -111,13 +129,22 @@ class Trainer:
             raise TrainingError(
                 "the checkpoint was trained with a different model, data or seed; "
                 "resume with the run's own resolved_spec.yaml")
+        world, saved = self.strategy.world_size, int(state["world_size"])
+        if saved != world:
+            raise TrainingError(
+                f"the checkpoint was written by a job of {saved} process(es) and this one has "
+                f"{world}: resume it with {saved} (`--nproc {saved}`, or torchrun with "
+                f"{saved} in all)" + (" and no --nproc" if saved == 1 else ""))
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.epoch, self.stalled = int(state["epoch"]), int(state["stalled"])
         self.converged = bool(state["converged"])
         self.history = list(state["history"])
-        torch.set_rng_state(state["torch_rng"])
-        self.term_scale = dict(state.get("term_scale", {}))
+        mine = state["processes"][self.strategy.rank]
+        torch.set_rng_state(mine["torch_rng"])
+        if "cuda_rng" in mine and self.built.device.type == "cuda":
+            torch.cuda.set_rng_state(mine["cuda_rng"], self.built.device)
+        self.term_scale = dict(mine["term_scale"])
 
     def resume(self) -> None:
         self.load_state_dict(self.run.load_checkpoint(self.built.device))
@@ -125,16 +152,9 @@ class Trainer:
 
     # ------------------------------------------------------------------ steps
 
-    def _autocast(self):
-        precision = self.spec.train.precision
-        device = self.built.device
-        if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
-            return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-        return contextlib.nullcontext()
-
     def _step(self, batch) -> dict[str, torch.Tensor]:
-        with self._autocast():
-            terms = self.model(batch)
+        with self.strategy.autocast():
+            terms = self.net(batch)
         loss = torch.stack([t.float() for t in terms.values()]).sum()
         objective = self._balanced(terms) if self.spec.train.balance else loss
         self.optimizer.zero_grad()
@@ -153,25 +173,26 @@ class Trainer:
             out.append(term.float() / max(self.term_scale[name], 1e-12))
         return torch.stack(out).sum()
 
-    def _compiled_step(self):
-        self.model = torch.compile(self.built.model)  # type: ignore[assignment]
-        return self._step
-
     # ------------------------------------------------------------------ loop
+
+    def _notify(self, event: str, *args) -> None:
+        """Call the observers (rank 0's only, in a job of several processes)."""
+        if self.strategy.is_main:
+            for cb in self.callbacks:
+                getattr(cb, event)(self, *args)
 
     def fit(self) -> None:
         train = self.spec.train
         batcher = self.built.batcher
-        for cb in self.callbacks:
-            cb.on_train_start(self)
+        steps_run, seconds_run = 0, 0.0
+        self._notify("on_train_start")
         while self.epoch < train.epochs and not self.converged:
             epoch = self.epoch
             started = time.perf_counter()
             self.model.train()
             sums: dict[str, float] = defaultdict(float)
             steps = 0
-            for cb in self.callbacks:
-                cb.on_epoch_start(self, epoch + 1, batcher.steps_per_epoch())
+            self._notify("on_epoch_start", epoch + 1, batcher.steps_per_epoch())
             # batches are made in a background thread beside an accelerator; on the CPU
             # the same cores would both make and train them (measured slower: 13.0 s vs
             # 11.1 s an epoch, benchmarks/scale.py at 20k × 10k)
@@ -179,7 +200,7 @@ class Trainer:
             if self.built.device.type != "cpu":
                 batches = prefetch(batches)
             for batch in batches:
-                terms = {k: float(v) for k, v in self.step_fn(batch).items()}
+                terms = {k: float(v) for k, v in self._step(batch).items()}
                 if not math.isfinite(terms["loss"]):
                     bad = ", ".join(k for k, v in terms.items() if not math.isfinite(v))
                     raise TrainingError(f"loss is not finite at epoch {epoch + 1}, step "
@@ -187,12 +208,29 @@ class Trainer:
                 for k, v in terms.items():
                     sums[k] += v
                 steps += 1
-                for cb in self.callbacks:
-                    cb.on_step_end(self, steps, terms)
-            metrics = {k: v / steps for k, v in sums.items()}
-            self._end_epoch(epoch, metrics, time.perf_counter() - started)
-        for cb in self.callbacks:
-            cb.on_train_end(self)
+                self._notify("on_step_end", steps, terms)
+            seconds = time.perf_counter() - started
+            steps_run, seconds_run = steps_run + steps, seconds_run + seconds
+            self._end_epoch(epoch, self._epoch_means(sums, steps), seconds)
+        self.throughput = self.strategy.gather(self._rates(steps_run, seconds_run))
+        self._notify("on_train_end")
+
+    def _epoch_means(self, sums: dict[str, float], steps: int) -> dict[str, float]:
+        """Each term's mean over the epoch's steps, in every process of the job."""
+        parts = self.strategy.gather((dict(sums), steps))
+        keys = list(dict.fromkeys(k for part, _ in parts for k in part))
+        total = sum(n for _, n in parts)
+        return {k: sum(part.get(k, 0.0) for part, _ in parts) / total for k in keys}
+
+    def _rates(self, steps: int, seconds: float) -> dict[str, Any]:
+        """This process's throughput in this session: steps, and the primary's instances
+        (or cells) per second."""
+        batcher = self.built.batcher
+        items = batcher.shard_size() * steps / batcher.steps_per_epoch()
+        return {"rank": self.strategy.rank, "host": socket.gethostname(),
+                "device": str(self.built.device), "steps": steps,
+                "steps_per_epoch": batcher.steps_per_epoch(), "seconds": round(seconds, 3),
+                "per_second": round(items / seconds, 1) if seconds else None}
 
     def _end_epoch(self, epoch: int, metrics: dict[str, float], seconds: float) -> None:
         if self.history:
@@ -201,11 +239,11 @@ class Trainer:
         self.converged = self.stalled >= self.spec.train.patience
         self.history.append({"epoch": epoch + 1, **metrics, "seconds": round(seconds, 4)})
         self.epoch = epoch + 1
-        self.run.write_metrics(self.history)
-        self.run.save_checkpoint(self.state_dict())
-        for cb in self.callbacks:
-            cb.on_epoch_end(self, epoch + 1, metrics)
-
+        state = self.state_dict()
+        if self.strategy.is_main:
+            self.run.write_metrics(self.history)
+            self.run.save_checkpoint(state)
+        self._notify("on_epoch_end", epoch + 1, metrics)
 
 
 @torch.no_grad()

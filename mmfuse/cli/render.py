@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -27,10 +28,12 @@ def format_terms(terms: Mapping[str, float]) -> str:
 
 
 class ProgressBar(Callback):
-    """A rich progress bar over epochs and steps with the loss terms."""
+    """A rich progress bar over epochs and steps with the loss and the job's rate (the
+    primary's instances or cells per second, over every process)."""
 
     def __init__(self, total_epochs: int):
         self.total_epochs = total_epochs
+        self.started = 0.0
         self.progress = Progress(
             TextColumn("[bold]epoch {task.fields[epoch]}/{task.fields[of]}"), BarColumn(),
             MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
@@ -45,9 +48,15 @@ class ProgressBar(Callback):
             self.progress.remove_task(self.task)
         self.task = self.progress.add_task("train", total=steps, epoch=epoch,
                                            of=self.total_epochs, terms="")
+        self.started = time.perf_counter()
 
     def on_step_end(self, trainer, step, terms) -> None:
-        self.progress.update(self.task, completed=step, terms=f"loss {terms['loss']:.4g}")
+        batcher = trainer.built.batcher  # every process takes its steps in step with rank 0
+        done = batcher.epoch_size() * step / batcher.steps_per_epoch()
+        rate = done / max(time.perf_counter() - self.started, 1e-9)
+        unit = "cells" if batcher.primary_is_view else batcher.primary
+        self.progress.update(self.task, completed=step,
+                             terms=f"loss {terms['loss']:.4g}  {rate:,.0f} {unit}/s")
 
     def on_epoch_end(self, trainer, epoch, metrics) -> None:
         note = "  (converged)" if trainer.converged else ""
