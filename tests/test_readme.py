@@ -23,17 +23,20 @@ def block(lang: str, containing: str) -> str:
     return next(b for b in blocks if containing in b)
 
 
-def test_readme_spec_with_three_entities_and_five_views_trains(tmp_path):
+SHOP = {"book": 30, "user": 800, "word": 300}  # the README spec's entities, as written here
+
+
+def write_shop(tmp_path: Path) -> Path:
+    """The README's three-entity spec with data for its five views and its target."""
     spec_path = tmp_path / "shop.yaml"
     spec_path.write_text(block("yaml", "specs/shop.yaml"))
     data = tmp_path / "data"
     (data / "covers").mkdir(parents=True)
     rng = np.random.default_rng(0)
-    n_book, n_user, n_word = 30, 800, 300
-    ids = [f"isbn{i:03d}" for i in range(n_book)]
-    (data / "book_ids.txt").write_text("\n".join(ids) + "\n")
-    for i, book in enumerate(ids):
+    n_book, n_user, n_word = SHOP.values()
+    for i, book in enumerate(shop_ids()):
         Image.new("RGB", (48, 70), (8 * i, 100, 200)).save(data / "covers" / f"{book}.jpg")
+    (data / "book_ids.txt").write_text("\n".join(shop_ids()) + "\n")
     np.save(data / "bag_of_words.npy", rng.random((n_book, n_word)).astype(np.float32))
     ratings = sp.random(n_user, n_book, density=0.05, random_state=0, format="csr") * 5
     sp.save_npz(data / "ratings.npz", ratings)
@@ -41,11 +44,20 @@ def test_readme_spec_with_three_entities_and_five_views_trains(tmp_path):
     np.save(data / "genre.npy", rng.integers(0, 2, n_book))
     np.save(data / "book_facts.npy", rng.random((n_book, 3)).astype(np.float32))
     np.save(data / "facts_known.npy", rng.random((n_book, 3)) < 0.8)
+    return spec_path
+
+
+def shop_ids() -> list[str]:
+    return [f"isbn{i:03d}" for i in range(SHOP["book"])]
+
+
+def test_readme_spec_with_three_entities_and_five_views_trains(tmp_path):
+    spec_path = write_shop(tmp_path)
     result = train(load_spec(spec_path, ["train.epochs=1"]), tmp_path / "run")
-    for entity, n in {"book": n_book, "user": n_user, "word": n_word}.items():
+    for entity, n in SHOP.items():
         z = np.load(tmp_path / "run" / "embeddings" / f"{entity}.npy")
         assert z.shape == (n, 50) and np.isfinite(z).all()
-    assert (tmp_path / "run" / "embeddings" / "book.ids.txt").read_text().split() == ids
+    assert (tmp_path / "run" / "embeddings" / "book.ids.txt").read_text().split() == shop_ids()
     assert "genre" in result.evaluation["targets"]
 
 
