@@ -66,8 +66,9 @@ def _failure(exc: ChildFailedError) -> LaunchError:
     for rank, f in sorted(exc.failures.items()):
         why = (f"was killed by {f.signal_name()}" if f.exitcode < 0
                else f"exited with code {f.exitcode}")
+        message = f.message.get("message") if isinstance(f.message, dict) else f.message
         recorded = os.path.isfile(f.error_file)  # written by _process or torch's @record
-        lines.append(f"rank {rank} (pid {f.pid}) {why}" + (f": {f.message}" if recorded else ""))
+        lines.append(f"rank {rank} (pid {f.pid}) {why}" + (f": {message}" if recorded else ""))
     return LaunchError("the job stopped: " + "; ".join(lines), sorted(exc.failures))
 
 
