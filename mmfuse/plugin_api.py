@@ -110,12 +110,16 @@ class SparseBatch:
         return torch.arange(len(self), device=self.crow.device).repeat_interleave(
             self.counts(), output_size=len(self.values))
 
-    def mm(self, table: torch.Tensor, row_scale: torch.Tensor | None = None) -> torch.Tensor:
+    def mm(self, table: torch.Tensor, row_scale: torch.Tensor | None = None,
+           sparse_grad: bool = False) -> torch.Tensor:
         """``X @ table``: (b, k) for a (width, k) table, each row's cells times its
-        ``row_scale`` where given; differentiable in ``table``; costs the stored cells."""
+        ``row_scale`` where given; differentiable in ``table``; costs the stored cells.
+        ``sparse_grad``: the table's gradient is the batch's columns only, as sparse rows
+        (for a table declared sparse, e.g. ``nn.EmbeddingBag(..., sparse=True)``, whose
+        optimiser then moves only those rows)."""
         from mmfuse.sparse_mm import sparse_mm
 
-        return sparse_mm(self, table, row_scale)
+        return sparse_mm(self, table, row_scale, sparse_grad)
 
     def to_dense(self) -> torch.Tensor:
         import torch
@@ -123,6 +127,15 @@ class SparseBatch:
         out = torch.zeros(self.shape, dtype=self.values.dtype, device=self.values.device)
         out[self.cell_rows(), self.col] = self.values
         return out
+
+
+def gather_rows(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``table[index]`` whose gradient is the touched rows only, as sparse rows: the
+    gather for a table declared ``sparse=True`` (e.g. a per-column output layer read at a
+    step's cells), as :meth:`SparseBatch.mm` with ``sparse_grad`` is its product."""
+    from mmfuse.sparse_mm import gather_rows as gather
+
+    return gather(table, index)
 
 
 @runtime_checkable

@@ -16,6 +16,7 @@ import torch
 from mmfuse.batching import prefetch
 from mmfuse.build import Built
 from mmfuse.errors import MmfuseError
+from mmfuse.optim import RowAdam, RowSGD
 from mmfuse.plugin_api import Callback
 from mmfuse.run import RunDir
 from mmfuse.strategy import Single
@@ -28,9 +29,9 @@ class TrainingError(MmfuseError):
 
 
 class Optimizers:
-    """The dense parameters' optimiser and, for free tables with sparse gradients (``cmf``,
-    ``columns: embedding``), ``SparseAdam`` (Adam/AdamW) or the same SGD: a step then
-    updates only the table rows it used."""
+    """The dense parameters' optimiser (torch's fused Adam/AdamW, or SGD) and, for tables
+    with sparse gradients (free factors, the sparse encoder's tables), the same method in
+    :mod:`mmfuse.optim`'s row form: a step then updates only the table rows it used."""
 
     def __init__(self, built: Built):
         o = built.spec.train.optimizer
@@ -38,19 +39,22 @@ class Optimizers:
         sparse = model.sparse_parameters()
         ids = {id(p) for p in sparse}
         dense = [p for p in model.parameters() if id(p) not in ids]
+        self.parts: list[torch.optim.Optimizer] = []
         if o.type == "sgd":
-            self.parts = [torch.optim.SGD(dense + sparse, lr=o.lr, momentum=o.momentum,
-                                          weight_decay=o.weight_decay)]
+            if dense:
+                self.parts.append(torch.optim.SGD(dense, lr=o.lr, momentum=o.momentum,
+                                                  weight_decay=o.weight_decay))
+            if sparse:
+                self.parts.append(RowSGD(sparse, lr=o.lr, momentum=o.momentum,
+                                         weight_decay=o.weight_decay))
             return
         cls = torch.optim.AdamW if o.type == "adamw" else torch.optim.Adam
         # fused: one pass over each parameter's memory (CPU and CUDA), not ten
-        self.parts = [cls(dense, lr=o.lr, weight_decay=o.weight_decay, fused=True)
-                      ] if dense else []
+        if dense:
+            self.parts.append(cls(dense, lr=o.lr, weight_decay=o.weight_decay, fused=True))
         if sparse:
-            if o.weight_decay:
-                log.warning("weight_decay is not applied to free factor tables (SparseAdam "
-                            "updates only the rows a step used)")
-            self.parts.append(torch.optim.SparseAdam(sparse, lr=o.lr))
+            self.parts.append(RowAdam(sparse, lr=o.lr, weight_decay=o.weight_decay,
+                                      decoupled=o.type == "adamw"))
 
     def zero_grad(self) -> None:
         for opt in self.parts:

@@ -120,3 +120,36 @@ def test_sparse_product_and_its_gradient_match_the_dense_ones_on_both_kernels():
     assert torch.allclose(as_torch, expected, atol=1e-5)
     assert torch.allclose(sparse_mm.backward(x, weights.double(), grad, 40),
                           expected_grad, atol=1e-5)
+
+
+@pytest.mark.parametrize(("b", "width"), [(4, 200), (6, 40)])
+def test_sparse_encoder_gradients_are_the_touched_rows_where_few_and_match_dense(b, width):
+    """A step touching few rows of the sparse encoder's tables gives them row-sparse
+    gradients of those rows (the optimiser then moves those rows alone); a step with cells
+    for most rows gives every row; either way the gradient is the product's."""
+    from mmfuse.sparse_mm import few_rows
+
+    torch.manual_seed(0)
+    ae = get_plugins().encoders.get("sparse")((width,), 3, decode=True)
+    x = sparse_rows(b, width)
+    which, at = x.cell_rows(), x.col
+    h = ae.encode(x)
+    loss = ae.decode_at(h, which, at).square().sum()
+    loss.backward()
+    few = few_rows(len(x.col), width)
+    assert few == (width == 200)  # 10 cells of 200 rows; 21 of 40
+    grads = {"first": ae.first.weight.grad, "out": ae.out.weight.grad}
+    assert all(g.is_sparse for g in grads.values())  # the layout DDP expects, always
+    # the same loss through dense tables
+    first, out = ae.first.weight.detach().requires_grad_(), ae.out.weight.detach().requires_grad_()
+    dense = x.to_dense() * x.totals.clamp_min(1).float().rsqrt()[:, None]
+    h2 = ae.rest(dense @ first + ae.first_bias)
+    w = out[at]
+    expected = ((ae._trunk(h2)[which] * w[:, :-1]).sum(-1) + w[:, -1]).square().sum()
+    expected.backward()
+    assert torch.allclose(grads["first"].to_dense(), first.grad, atol=1e-5)
+    assert torch.allclose(grads["out"].to_dense(), out.grad, atol=1e-5)
+    touched = torch.zeros(width, dtype=torch.bool)
+    touched[x.col] = True
+    rows = touched.nonzero().squeeze(1) if few else torch.arange(width)
+    assert torch.equal(grads["first"]._indices()[0], rows)

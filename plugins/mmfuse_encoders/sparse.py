@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from mmfuse.model import mlp
-from mmfuse.plugin_api import SparseBatch, accepts
+from mmfuse.plugin_api import SparseBatch, accepts, gather_rows
 
 
 class SparseAutoencoder(nn.Module):
@@ -28,7 +28,9 @@ class SparseAutoencoder(nn.Module):
         self.in_shape = tuple(in_shape)
         (n_in,) = self.in_shape
         widths = [*hidden, code_dim]
-        self.first = nn.EmbeddingBag(n_in, widths[0], mode="sum")
+        # sparse=True: the gradient is the batch's columns only, and the optimiser moves
+        # those rows alone (mmfuse.optim), never the whole n_in-row table
+        self.first = nn.EmbeddingBag(n_in, widths[0], mode="sum", sparse=True)
         # codes start small, as free factors do (std 0.1): a large random start puts the
         # factor term far above the data's variance, which Adam at lr 1e-3 is slow to undo
         nn.init.normal_(self.first.weight, std=0.1)
@@ -40,13 +42,13 @@ class SparseAutoencoder(nn.Module):
             self.decoder = nn.Sequential(mlp(back), nn.ReLU()) if hidden else nn.Identity()
             # the last layer: a weight vector and a bias (last entry) per output column
             bound = 1 / math.sqrt(back[-1])
-            self.out = nn.Embedding(n_in, back[-1] + 1)
+            self.out = nn.Embedding(n_in, back[-1] + 1, sparse=True)
             nn.init.uniform_(self.out.weight, -bound, bound)
 
     def encode(self, x: SparseBatch) -> torch.Tensor:
         """``x``: the stored cells of b rows → codes (b, code_dim)."""
         row_scale = x.totals.clamp_min(1).to(x.values.dtype).rsqrt()
-        h = x.mm(self.first.weight, row_scale)
+        h = x.mm(self.first.weight, row_scale, sparse_grad=True)
         return self.rest(h + self.first_bias)
 
     def _trunk(self, h: torch.Tensor) -> torch.Tensor:
@@ -57,7 +59,7 @@ class SparseAutoencoder(nn.Module):
     def decode_at(self, h: torch.Tensor, which: torch.Tensor, at: torch.Tensor) -> torch.Tensor:
         """Decoded values of cells ``(which[k], at[k])`` only: (m,)."""
         t = self._trunk(h)[which]
-        out = self.out(at)
+        out = gather_rows(self.out.weight, at)
         return (t * out[:, :-1]).sum(-1) + out[:, -1]
 
     def decode(self, h: torch.Tensor) -> torch.Tensor:
