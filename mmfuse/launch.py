@@ -8,6 +8,7 @@ One process failing stops the others (the launcher's agent ends them) and raises
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import uuid
 from collections.abc import Callable, Iterator
@@ -41,7 +42,7 @@ def launch(nproc: int, device: str, fn: Callable[..., Any], *args: Any) -> None:
         max_restarts=0, start_method="spawn")
     # as torchrun does: processes sharing the CPU split its cores instead of each taking all
     threads = str(max(1, (os.cpu_count() or 1) // nproc))
-    with _environ("OMP_NUM_THREADS", threads):
+    with _environ("OMP_NUM_THREADS", threads), _quiet_launcher():
         try:
             elastic_launch(config, _process)(fn, *args)
         except ChildFailedError as exc:
@@ -69,7 +70,29 @@ def _failure(exc: ChildFailedError) -> LaunchError:
         message = f.message.get("message") if isinstance(f.message, dict) else f.message
         recorded = os.path.isfile(f.error_file)  # written by _process or torch's @record
         lines.append(f"rank {rank} (pid {f.pid}) {why}" + (f": {message}" if recorded else ""))
-    return LaunchError("the job stopped: " + "; ".join(lines), sorted(exc.failures))
+    error = LaunchError("the job stopped: " + "; ".join(lines), sorted(exc.failures))
+    codes = {f.exitcode for f in exc.failures.values()}
+    if len(codes) == 1 and min(codes) > 0:  # every rank failed alike (a spec error: 3)
+        error.exit_code = min(codes)
+    return error
+
+
+@contextlib.contextmanager
+def _quiet_launcher() -> Iterator[None]:
+    """The launcher's own failure logs (a traceback of its monitor for a killed process) are
+    left out, unless debugging: :class:`LaunchError` says which rank failed and why."""
+    if logging.getLogger("mmfuse").isEnabledFor(logging.DEBUG):
+        yield
+        return
+    loggers = [logging.getLogger(n) for n in ("torch.distributed.elastic", "torch.multiprocessing")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
 
 
 @contextlib.contextmanager

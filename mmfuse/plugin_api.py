@@ -215,7 +215,9 @@ class Dataset(Protocol):
 class Callback:
     """Training-loop observer: subclass it and override what you need.  ``trainer`` is a
     :class:`mmfuse.training.Trainer`; ``terms``/``metrics`` map loss term names (``loss``,
-    ``view.row``, ``view.factor``, ...) to the step's value / the epoch's mean."""
+    ``view.row``, ``view.factor``, ...) to the step's value / the epoch's mean.  In a job of
+    several processes (``train.strategy: ddp``) only rank 0's observers are called: a step's
+    terms are rank 0's, an epoch's metrics the mean over every process."""
 
     def on_train_start(self, trainer: Any) -> None:
         pass
