@@ -24,12 +24,14 @@ import mmfuse
 from mmfuse.batching import sparse_to_device
 from mmfuse.build import Built, build, count_parameters
 from mmfuse.cost import check_memory, estimate
-from mmfuse.data import Data, MatrixData, SparseRows
+from mmfuse.data import Data, MatrixData, SparseRows, load_data
 from mmfuse.errors import DataError, MmfuseError
 from mmfuse.evaluate import evaluate_embeddings
+from mmfuse.holdout import evaluate_holdout
 from mmfuse.model import Batch
 from mmfuse.plugin_api import Callback
 from mmfuse.plugins import Plugins, get_plugins
+from mmfuse.predict import CellModel
 from mmfuse.run import RunDir
 from mmfuse.spec import Spec
 from mmfuse.strategy import make_strategy
@@ -140,6 +142,8 @@ def train(spec: Spec, out: Path | str | None = None, *, resume: bool = False,
         if strategy.is_main:
             for entity in spec.entities:
                 run.write_embeddings(entity, embed_all(built, entity), built.data.ids[entity])
+            for view, cells in built.data.held.items():
+                cells.save(run.holdout_file(view))
             if evaluate and spec.evaluate is not None:
                 evaluation = evaluate_run(run, spec, built.data)
             run.write_manifest(_manifest(built, trainer, started, "done"))
@@ -156,7 +160,11 @@ def evaluate_run(run: RunDir, spec: Spec | None = None, data: Data | None = None
     spec = spec or run.read_spec()
     entities = {t.entity for t in spec.evaluate.targets.values()} if spec.evaluate else set()
     embeddings = {e: run.read_embeddings(e)[0] for e in entities}
+    if spec.evaluate is not None and spec.evaluate.holdout is not None and data is None:
+        data = load_data(spec, get_plugins())  # the same split: it is seeded
     result = evaluate_embeddings(spec, embeddings, data=data)
+    if spec.evaluate is not None and spec.evaluate.holdout is not None:
+        result.update(evaluate_holdout(spec, data, CellModel.from_run(run, data, spec)))
     run.write_evaluation(result)
     return result
 

@@ -3,7 +3,8 @@
 Arrays stay in their stored dtype (uint8 images, memory-mapped ``.npy``) until a batch is
 taken; only the rows or columns of a batch are ever read.  Every view is checked against its
 entities' sizes, its declared shape, and the entities' ids (a reader that knows its row ids
-must list them in the entity's order: views can never be silently misaligned).
+must list them in the entity's order: views can never be silently misaligned; an entity with
+no ids file takes the ids of the first view whose reader knows them).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import scipy.sparse as sp
 
 from mmfuse.cache import cached_array
 from mmfuse.errors import SpecError, SpecIssue
+from mmfuse.holdout import HeldCells, split_view
 from mmfuse.plugin_api import ReadContext, ViewArray
 from mmfuse.plugins import Plugins
 from mmfuse.spec import Spec
@@ -374,6 +376,8 @@ class Data:
     views: dict[str, MatrixData | TensorData]
     info: dict[str, dict[str, Any]] = field(default_factory=dict)
     dataset_message: str | None = None
+    #: cells of ``evaluate.holdout`` views kept out of ``views`` (data units)
+    held: dict[str, HeldCells] = field(default_factory=dict)
 
     def shapes(self) -> dict[str, list[int]]:
         return {name: list(v.shape) for name, v in self.views.items()}
@@ -426,6 +430,9 @@ def load_data(spec: Spec, plugins: Plugins) -> Data:
 
     views: dict[str, MatrixData | TensorData] = {}
     info: dict[str, dict[str, Any]] = {}
+    holdout = spec.evaluate.holdout if spec.evaluate else None
+    held_views = set(holdout.views) if holdout else set()
+    held: dict[str, HeldCells] = {}
     for vname, v in spec.views.items():
         loc = ("views", vname)
         src = v.source
@@ -450,6 +457,15 @@ def load_data(spec: Spec, plugins: Plugins) -> Data:
                                        if read.mask is None else read.mask.reshape(-1, 1))
         issues += _check_view(spec, vname, read, sizes, ids)
         info[vname] = dict(read.info)
+        if vname in held_views and not issues:
+            try:
+                train, mask, held[vname] = split_view(vname, read.data, read.mask, holdout,
+                                                      zero_missing=v.missing == "zero")
+            except ValueError as exc:
+                issues.append(spec.issue(("evaluate", "holdout", "views"), str(exc)))
+                continue
+            read = replace(read, data=train, mask=mask)
+            info[vname]["held_out_cells"] = len(held[vname])
         if v.is_tensor:
             views[vname] = TensorData(read.data)
         else:
@@ -464,7 +480,8 @@ def load_data(spec: Spec, plugins: Plugins) -> Data:
         raise SpecError(issues)
     for ename, n in sizes.items():
         ids.setdefault(ename, [str(i) for i in range(n)])
-    return Data(sizes=sizes, ids=ids, views=views, info=info, dataset_message=message)
+    return Data(sizes=sizes, ids=ids, views=views, info=info, dataset_message=message,
+                held=held)
 
 
 def _warn_if_mostly_zero(vname: str, matrix: MatrixData, share: float = 0.5) -> None:
@@ -493,7 +510,12 @@ def _check_view(spec, vname, read: ViewArray, sizes, ids) -> list[SpecIssue]:
             msg = f"{n} {role}s but entity {ename!r} has {sizes[ename]} instances"
             issues.append(spec.issue((*loc, role + "s"), msg))
             return
-        if given_ids is not None and ename in ids and list(given_ids) != ids[ename]:
+        if given_ids is not None and ename not in ids:  # the first reader that knows them
+            ids[ename] = [str(i) for i in given_ids]
+            if len(set(ids[ename])) != n:
+                msg = f"the {role} ids it gives entity {ename!r} are not unique"
+                issues.append(spec.issue((*loc, "source"), msg))
+        elif given_ids is not None and list(given_ids) != ids[ename]:
             where = _first_difference(list(given_ids), ids[ename])
             msg = (f"{role}s are not in the order of entity {ename!r} ids "
                    f"(first difference at {where})")

@@ -141,13 +141,40 @@ def baseline_views(spec: Spec, target: TargetSpec) -> list[str]:
     return [v for v in chosen if v in touching]
 
 
+def _check_holdout(spec: Spec) -> list[SpecIssue]:
+    """Held-out views must be matrix views between two entities (their cells are predicted
+    by ``z_row · z_col``)."""
+    holdout = spec.evaluate.holdout if spec.evaluate else None
+    if holdout is None:
+        return []
+    issues = []
+    for i, view in enumerate(holdout.views):
+        loc = ("evaluate", "holdout", "views", i)
+        v = spec.views.get(view)
+        if v is None:
+            known = ", ".join(spec.views)
+            issues.append(spec.issue(loc, f"unknown view {view!r}; known: {known}"))
+        elif v.is_tensor or v.features:
+            kind = "a tensor view" if v.is_tensor else "a feature view (no `cols` entity)"
+            issues.append(spec.issue(loc, f"view {view!r} is {kind}: only cells of a matrix "
+                                          "view between two entities can be held out"))
+        elif (v.terms.factor if v.terms.factor is not None else spec.model.terms.factor) is False:
+            issues.append(spec.issue(loc, f"view {view!r} has its factor term switched off: "
+                                          "its held-out cells would have no prediction"))
+    if len(set(holdout.views)) != len(holdout.views):
+        issues.append(spec.issue(("evaluate", "holdout", "views"), "a view is listed twice"))
+    return issues
+
+
 def check_evaluate(spec: Spec) -> list[SpecIssue]:
     """Cross-reference problems of ``evaluate.baselines`` (unknown views, views that touch
     no target's entity)."""
-    if spec.evaluate is None or isinstance(spec.evaluate.baselines, str):
+    if spec.evaluate is None:
         return []
+    issues = _check_holdout(spec)
+    if isinstance(spec.evaluate.baselines, str):
+        return issues
     entities = {t.entity for t in spec.evaluate.targets.values()}
-    issues = []
     for i, view in enumerate(spec.evaluate.baselines):
         loc = ("evaluate", "baselines", i)
         if view not in spec.views:

@@ -52,6 +52,11 @@ class RunDir:
     checkpoint_file = property(lambda self: self.root / "checkpoint.pt")
     evaluation_file = property(lambda self: self.root / "evaluation.json")
     embeddings_dir = property(lambda self: self.root / "embeddings")
+    holdout_dir = property(lambda self: self.root / "holdout")
+
+    def holdout_file(self, view: str) -> Path:
+        """A view's held-out cells (``evaluate.holdout``): rows, cols, values (.npz)."""
+        return self.holdout_dir / f"{view}.npz"
 
     def exists(self) -> bool:
         return self.spec_file.is_file()

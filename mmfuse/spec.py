@@ -238,11 +238,27 @@ class TargetSpec(_Model):
         return self
 
 
+class HoldoutSpec(_Model):
+    """Cells of matrix views kept out of training, to measure how well they are predicted."""
+
+    views: list[str] = Field(..., min_length=1, description="matrix views with a factor term "
+                             "whose cells are held out")
+    fraction: float = Field(0.2, gt=0, lt=1, description="share of each view's observed cells "
+                            "(or of its rows with cells, `by: rows`) held out")
+    seed: int = Field(0, description="seed of the split")
+    by: Literal["cells", "rows"] = Field(
+        "cells", description="cells: observed cells at random; rows: every cell of a random "
+        "share of rows (new rows: the cold-start case)")
+    k: int = Field(10, ge=1, description="cut-off of the ranking metrics (bernoulli views)")
+
+
 class EvaluateSpec(_Model):
-    """Probes on the learnt representations, beside the trivial floor and raw-view baselines."""
+    """Probes on the learnt representations, beside the trivial floor and raw-view baselines;
+    held-out cells of matrix views, beside the classic completion baselines."""
 
     split: SplitSpec = Field(default_factory=SplitSpec)
-    targets: dict[str, TargetSpec] = Field(..., min_length=1)
+    targets: dict[str, TargetSpec] = Field(default_factory=dict)
+    holdout: HoldoutSpec | None = None
     baselines: Literal["auto", "none"] | list[str] = Field(
         "auto", description="views whose raw data is probed too, as a baseline: auto (every "
         "view touching the target's entity), none, or a list of view names; with two or more, "
@@ -250,6 +266,13 @@ class EvaluateSpec(_Model):
     baseline_dim: int = Field(
         50, gt=0, description="baseline features wider than this are reduced by a PCA fit on "
         "the train split")
+
+    @model_validator(mode="after")
+    def _something_to_evaluate(self) -> EvaluateSpec:
+        if not self.targets and self.holdout is None:
+            raise ValueError("give `targets` (probes on the embeddings) or `holdout` (held-out "
+                             "cells), or both")
+        return self
 
 
 class DatasetSpec(_Model):
@@ -290,7 +313,9 @@ class Spec(_Model):
     def digest_model(self) -> str:
         """Hash of what a checkpoint depends on (not epochs, stopping rule, device, evaluation)."""
         d = self.dump()
-        d.pop("evaluate", None)
+        evaluate = d.pop("evaluate", None) or {}
+        if evaluate.get("holdout"):  # held-out cells change the training data
+            d["holdout"] = evaluate["holdout"]
         for key in ("epochs", "tol", "patience", "device", "precision", "compile", "callbacks",
                     "threads", "strategy"):
             d["train"].pop(key, None)

@@ -14,7 +14,7 @@ from rich.logging import RichHandler
 from typer.core import TyperGroup
 
 from mmfuse import __version__
-from mmfuse.cli import bench, data, inspect, results, train
+from mmfuse.cli import bench, data, inspect, predict, results, train
 from mmfuse.cli.render import err_console
 from mmfuse.errors import MmfuseError, SpecError
 
@@ -87,6 +87,7 @@ def _main(
 train.register(app)
 inspect.register(app)
 results.register(app)
+predict.register(app)
 bench.register(app)
 app.add_typer(data.app, name="data")
 data.register_datasets()

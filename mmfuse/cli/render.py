@@ -110,8 +110,40 @@ def _target_table(name: str, r: Mapping[str, Any]) -> Table:
     return table
 
 
+#: Held-out metrics where lower is better (the others: higher).
+HOLDOUT_LOWER = {"rmse", "mae", "poisson_deviance"}
+
+
+def _holdout_table(view: str, methods: Mapping[str, Mapping[str, float]],
+                   info: Mapping[str, Any]) -> Table:
+    """One view's held-out cells: a row per method, a column per metric, the best bold."""
+    caption = (f"{info['n_test']:,} held-out cells ({info['by']}, fraction {info['fraction']}),"
+               f" {info['n_train']:,} training cells")
+    if "n_negatives" in info:
+        caption += f"; {info['n_negatives']:,} cells without a link drawn as negatives"
+    if "ranked_rows" in info:
+        caption += f"; ranking over {info['ranked_rows']:,} rows"
+    table = Table(title=f"{view}: held-out cells ({info['likelihood']})", title_justify="left",
+                  caption=caption, caption_justify="left")
+    table.add_column("method")
+    metrics = list(next(iter(methods.values())))
+    for metric in metrics:
+        table.add_column(metric, justify="right")
+    finite = {m: [v[m] for v in methods.values() if v[m] == v[m]] for m in metrics}
+    best = {m: (min if m in HOLDOUT_LOWER else max)(vals) for m, vals in finite.items() if vals}
+    for name, values in methods.items():
+        table.add_row(name, *(f"[bold]{values[m]:.4f}[/bold]" if values[m] == best.get(m)
+                              else f"{values[m]:.4f}" for m in metrics))
+        if name == "mmfuse":
+            table.add_section()
+    return table
+
+
 def evaluation_table(result: Mapping[str, Any]) -> Group:
     """Per target (test split): the probe on the learnt representation beside the trivial
-    floor and the raw-view baselines; the best value of each metric in bold."""
+    floor and the raw-view baselines; per held-out view, each method's metrics; the best
+    value of each metric in bold."""
     tables = [_target_table(name, r) for name, r in result["targets"].items()]
+    tables += [_holdout_table(view, methods, result["holdout_split"][view])
+               for view, methods in result.get("holdout", {}).items()]
     return Group(*(part for t in tables for part in ("", t)))

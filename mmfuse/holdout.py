@@ -1,0 +1,348 @@
+"""Held-out cells of matrix views (``evaluate.holdout``): the split, the classic completion
+baselines, and the metrics of each method on the same cells.
+
+The split happens as a view is read (:func:`mmfuse.data.load_data`), before anything looks
+at its values: held-out cells are dropped from a sparse view's stored cells, or masked in a
+dense one, so encoders, ``scale: standard`` statistics and the factor term's intercept never
+see them.  Their values, in the data's own units, are kept (``HeldCells``) and written to the
+run folder (``holdout/VIEW.npz``).
+
+Every method predicts the same held-out cells (in data units):
+
+- ``mmfuse``: ``link(z_r · z_c + b)`` from the run's embeddings (:mod:`mmfuse.predict`);
+- ``global mean``: the mean of the training cells;
+- ``biases``: mean + row bias + column bias, shrunk towards 0 (regularised alternating least
+  squares, the classic baseline of rating prediction);
+- ``svd``: the biases plus a truncated SVD (rank ``model.dim``) of their residuals at the
+  training cells;
+- ``cmfrec``: cmfrec's CMF (ALS, rank ``model.dim``) on the training cells, where the
+  ``bench`` extra is installed (gaussian and poisson views).
+
+Metrics follow the likelihood: gaussian RMSE, MAE, R²; poisson the mean Poisson deviance and
+RMSE; bernoulli ROC-AUC and AUPRC, and, where the view stores only some cells (sparse), the
+ranking of each row's held-out cells among every cell it has no training value for
+(recall@k, NDCG@k, MRR).  A sparse bernoulli view's held-out cells are scored against as many
+cells drawn at random from those with no stored value (as 0).
+"""
+
+from __future__ import annotations
+
+import logging
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from mmfuse.spec import HoldoutSpec
+
+log = logging.getLogger(__name__)
+
+#: At most this many rows are ranked (sampled, seeded) for the ranking metrics.
+RANKED_ROWS = 2000
+
+
+@dataclass(frozen=True)
+class HeldCells:
+    """Held-out cells of one view: row, column (instance indices) and value (data units)."""
+
+    rows: np.ndarray
+    cols: np.ndarray
+    values: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def save(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp.npz")
+        np.savez(tmp, rows=self.rows, cols=self.cols, values=self.values)
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, path: Path) -> HeldCells:
+        with np.load(path, allow_pickle=False) as f:
+            return cls(f["rows"], f["cols"], f["values"])
+
+
+def _rng(spec: HoldoutSpec, view: str) -> np.random.Generator:
+    """The split's generator: the same cells for a view whatever else the spec holds."""
+    return np.random.default_rng([spec.seed, zlib.crc32(view.encode())])
+
+
+def _pick(rng: np.random.Generator, owners: np.ndarray, n_cells: int,
+          spec: HoldoutSpec) -> np.ndarray:
+    """Positions (into the observed cells) held out: cells at random, or every cell of a
+    random share of the rows that have any (``owners``: each cell's row)."""
+    if spec.by == "cells":
+        count = max(1, round(spec.fraction * n_cells))
+        return np.sort(rng.choice(n_cells, size=count, replace=False))
+    rows = np.unique(owners)
+    chosen = rng.choice(rows, size=max(1, round(spec.fraction * len(rows))), replace=False)
+    return np.flatnonzero(np.isin(owners, chosen))
+
+
+def split_view(view: str, array: Any, mask: np.ndarray | None, spec: HoldoutSpec,
+               zero_missing: bool = False) -> tuple[Any, np.ndarray | None, HeldCells]:
+    """``(training data, training mask, held-out cells)`` of one matrix view.  A sparse view
+    loses the held-out stored cells; a dense one keeps its values and masks them."""
+    rng = _rng(spec, view)
+    if sp.issparse(array):
+        csr = sp.csr_array(array, copy=True)
+        csr.sum_duplicates()
+        if zero_missing:
+            csr.eliminate_zeros()
+        owners = np.repeat(np.arange(csr.shape[0]), np.diff(csr.indptr))
+        held = _pick(rng, owners, csr.nnz, spec)
+        cells = HeldCells(owners[held], csr.indices[held].astype(np.int64),
+                          csr.data[held].astype(np.float32))
+        keep = np.ones(csr.nnz, dtype=bool)
+        keep[held] = False
+        train = sp.csr_array((csr.data[keep], (owners[keep], csr.indices[keep])),
+                             shape=csr.shape)
+        _check_left(view, train.nnz)
+        return train, None, cells
+    values = np.asarray(array)
+    observed = np.ones(values.shape, dtype=bool) if mask is None else np.array(mask, bool)
+    if values.dtype.kind == "f":
+        observed &= ~np.isnan(values)
+    if zero_missing:
+        observed &= values != 0
+    rows, cols = np.nonzero(observed)
+    held = _pick(rng, rows, len(rows), spec)
+    cells = HeldCells(rows[held].astype(np.int64), cols[held].astype(np.int64),
+                      values[rows[held], cols[held]].astype(np.float32))
+    observed[rows[held], cols[held]] = False
+    _check_left(view, int(observed.sum()))
+    return array, observed, cells
+
+
+def _check_left(view: str, left: int) -> None:
+    if left == 0:
+        raise ValueError(f"holding out cells of view {view!r} left it no training cell")
+
+
+# ====================================================================== baselines
+
+
+@dataclass(frozen=True)
+class Triplets:
+    """Training cells of a view in data units: row, column, value (COO)."""
+
+    rows: np.ndarray
+    cols: np.ndarray
+    values: np.ndarray
+    shape: tuple[int, int]
+
+
+def biases(t: Triplets, reg: float = 5.0, sweeps: int = 5
+           ) -> tuple[float, np.ndarray, np.ndarray]:
+    """Mean and shrunk row and column biases (alternating ridge least squares)."""
+    mu = float(t.values.mean())
+    n_r, n_c = t.shape
+    b_r, b_c = np.zeros(n_r), np.zeros(n_c)
+    count_r = np.bincount(t.rows, minlength=n_r) + reg
+    count_c = np.bincount(t.cols, minlength=n_c) + reg
+    for _ in range(sweeps):
+        b_r = np.bincount(t.rows, t.values - mu - b_c[t.cols], minlength=n_r) / count_r
+        b_c = np.bincount(t.cols, t.values - mu - b_r[t.rows], minlength=n_c) / count_c
+    return mu, b_r, b_c
+
+
+class Baselines:
+    """The completion baselines fit on one view's training cells; each predicts cells."""
+
+    def __init__(self, t: Triplets, rank: int, likelihood: str, seed: int):
+        self.t = t
+        self.likelihood = likelihood
+        self.mu, self.b_r, self.b_c = biases(t)
+        residual = t.values - self.mu - self.b_r[t.rows] - self.b_c[t.cols]
+        r = sp.csr_array((residual, (t.rows, t.cols)), shape=t.shape)
+        k = max(1, min(rank, min(t.shape) - 1))
+        from sklearn.decomposition import TruncatedSVD
+
+        svd = TruncatedSVD(n_components=k, random_state=seed)
+        self.u = svd.fit_transform(r)  # U Σ
+        self.v = svd.components_  # Vᵀ
+        self.cmf = _fit_cmfrec(t, rank, seed) if likelihood in ("gaussian", "poisson") else None
+
+    def predict(self, rows: np.ndarray, cols: np.ndarray) -> dict[str, np.ndarray]:
+        base = self.mu + self.b_r[rows] + self.b_c[cols]
+        out = {"global mean": np.full(len(rows), self.mu),
+               "biases": base,
+               "svd": base + np.einsum("ij,ji->i", self.u[rows], self.v[:, cols])}
+        if self.cmf is not None:
+            out["cmfrec"] = np.asarray(self.cmf.predict(user=rows, item=cols), dtype=np.float64)
+        if self.likelihood == "poisson":  # rates are positive
+            out = {k: np.maximum(v, 1e-6) for k, v in out.items()}
+        return out
+
+    def row_scores(self, rows: np.ndarray) -> dict[str, np.ndarray]:
+        """Every column's score for each row (len(rows) × n_cols), for ranking."""
+        base = self.mu + self.b_r[rows, None] + self.b_c[None, :]
+        return {"global mean": np.full(base.shape, self.mu), "biases": base,
+                "svd": base + self.u[rows] @ self.v}
+
+
+def _fit_cmfrec(t: Triplets, rank: int, seed: int):
+    try:
+        import cmfrec
+        import pandas as pd
+    except ImportError:
+        log.info("cmfrec is not installed (the `bench` extra): no cmfrec baseline")
+        return None
+    frame = pd.DataFrame({"UserId": t.rows, "ItemId": t.cols, "Rating": t.values})
+    model = cmfrec.CMF(k=rank, method="als", niter=10, use_cg=False, random_state=seed,
+                       verbose=False, nthreads=-1)
+    return model.fit(frame)
+
+
+# ====================================================================== metrics
+
+
+def value_metrics(y: np.ndarray, pred: np.ndarray, likelihood: str) -> dict[str, float]:
+    from sklearn.metrics import mean_absolute_error, mean_poisson_deviance, r2_score
+
+    err = pred - y
+    out = {"rmse": float(np.sqrt(np.mean(err * err)))}
+    if likelihood == "poisson":
+        out["poisson_deviance"] = float(mean_poisson_deviance(y, np.maximum(pred, 1e-6)))
+    else:
+        out["mae"] = float(mean_absolute_error(y, pred))
+        out["r2"] = float(r2_score(y, pred)) if len(y) > 1 else float("nan")
+    return out
+
+
+def class_metrics(y: np.ndarray, score: np.ndarray) -> dict[str, float]:
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    positive = y > 0.5
+    if positive.all() or not positive.any():
+        return {"roc_auc": float("nan"), "auprc": float("nan")}
+    return {"roc_auc": float(roc_auc_score(positive, score)),
+            "auprc": float(average_precision_score(positive, score))}
+
+
+def ranking_metrics(scores: np.ndarray, held: list[np.ndarray], k: int) -> dict[str, float]:
+    """Mean recall@k, NDCG@k and MRR of each row's held-out columns ``held[i]`` in its
+    ``scores[i]`` (training cells already set to -inf)."""
+    recall, ndcg, mrr = [], [], []
+    order = np.argsort(-scores, axis=1, kind="stable")
+    rank_of = np.empty_like(order)
+    rank_of[np.arange(len(order))[:, None], order] = np.arange(order.shape[1])[None, :]
+    discounts = 1 / np.log2(np.arange(2, k + 2))
+    for i, cols in enumerate(held):
+        ranks = np.sort(rank_of[i, cols])
+        hits = ranks[ranks < k]
+        recall.append(len(hits) / min(k, len(cols)))
+        ideal = discounts[: min(k, len(cols))].sum()
+        ndcg.append(discounts[hits].sum() / ideal)
+        mrr.append(1 / (ranks[0] + 1))
+    return {f"recall@{k}": float(np.mean(recall)), f"ndcg@{k}": float(np.mean(ndcg)),
+            "mrr": float(np.mean(mrr))}
+
+
+# ====================================================================== evaluation
+
+
+def training_triplets(matrix: Any) -> Triplets:
+    """A view's training cells in data units (``scale: standard`` undone)."""
+    if matrix.sparse:
+        coo = matrix.csr.tocoo()
+        rows, cols, values = coo.row, coo.col, coo.data.astype(np.float64)
+    else:
+        values_all, mask = matrix.rows(np.arange(matrix.shape[0]), scaled=False)
+        observed = ~np.isnan(values_all) if mask is None else mask & ~np.isnan(values_all)
+        rows, cols = np.nonzero(observed)
+        values = values_all[rows, cols].astype(np.float64)
+    if matrix.sparse and matrix.center is not None:
+        values = values * matrix.spread[cols] + matrix.center[cols]
+    return Triplets(rows.astype(np.int64), cols.astype(np.int64), values, matrix.shape)
+
+
+def _negatives(rng: np.random.Generator, matrix: Any, held: HeldCells, count: int
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """``count`` distinct cells drawn uniformly among those with no stored value (training
+    or held out)."""
+    n_r, n_c = matrix.shape
+    coo = matrix.csr.tocoo()
+    taken = np.union1d(coo.row.astype(np.int64) * n_c + coo.col, held.rows * n_c + held.cols)
+    if n_r * n_c - len(taken) < count:
+        raise ValueError(f"too few cells without a value to draw {count:,} negatives")
+    out = np.empty(0, dtype=np.int64)
+    while len(out) < count:
+        draw = rng.integers(0, n_r * n_c, size=2 * (count - len(out)) + 16)
+        at = np.minimum(np.searchsorted(taken, draw), len(taken) - 1)
+        out = np.union1d(out, draw[taken[at] != draw])  # sorted, distinct
+    cells = rng.permutation(out)[:count]
+    return cells // n_c, cells % n_c
+
+
+def evaluate_view(view: str, spec: Any, matrix: Any, held: HeldCells, model: Any
+                  ) -> tuple[dict[str, dict[str, float]], dict[str, Any]]:
+    """Each method's metrics on the view's held-out cells, and what the split held."""
+    h = spec.evaluate.holdout
+    likelihood = spec.views[view].likelihood
+    t = training_triplets(matrix)
+    rng = _rng(h, view)
+    rows, cols, y = held.rows, held.cols, held.values.astype(np.float64)
+    info: dict[str, Any] = {"by": h.by, "fraction": h.fraction, "seed": h.seed,
+                            "n_train": int(len(t.values)), "n_test": int(len(held)),
+                            "likelihood": likelihood}
+    if likelihood == "bernoulli" and matrix.sparse:
+        # stored cells are the known links: score them against as many cells without one
+        neg_r, neg_c = _negatives(rng, matrix, held, len(held))
+        rows, cols = np.concatenate([rows, neg_r]), np.concatenate([cols, neg_c])
+        y = np.concatenate([y, np.zeros(len(neg_r))])
+        t_neg_r, t_neg_c = _negatives(rng, matrix, held, len(t.values))
+        t = Triplets(np.concatenate([t.rows, t_neg_r]), np.concatenate([t.cols, t_neg_c]),
+                     np.concatenate([t.values, np.zeros(len(t_neg_r))]), t.shape)
+        info["n_negatives"] = int(len(neg_r))
+    baselines = Baselines(t, spec.model.dim, likelihood, h.seed)
+    predictions = {"mmfuse": model.cells(view, rows, cols), **baselines.predict(rows, cols)}
+    if likelihood == "bernoulli":
+        result = {name: class_metrics(y, p) for name, p in predictions.items()}
+    else:
+        result = {name: value_metrics(y, p, likelihood) for name, p in predictions.items()}
+    if likelihood == "bernoulli" and matrix.sparse:
+        ranked = _ranking(view, matrix, held, model, baselines, h.k, rng)
+        for name, metrics in ranked.items():
+            result[name].update(metrics)
+        info["ranked_rows"] = int(min(RANKED_ROWS, len(np.unique(held.rows))))
+    return result, info
+
+
+def _ranking(view: str, matrix: Any, held: HeldCells, model: Any, baselines: Baselines,
+             k: int, rng: np.random.Generator) -> dict[str, dict[str, float]]:
+    """Ranking metrics of every method over (a sample of) the rows with held-out cells."""
+    from mmfuse.predict import exclude_observed
+
+    rows = np.unique(held.rows)
+    if len(rows) > RANKED_ROWS:
+        rows = np.sort(rng.choice(rows, RANKED_ROWS, replace=False))
+    order = np.argsort(held.rows, kind="stable")
+    starts = np.searchsorted(held.rows[order], rows)
+    ends = np.searchsorted(held.rows[order], rows, side="right")
+    held_cols = [held.cols[order[a:b]] for a, b in zip(starts, ends, strict=True)]
+    r, _ = model.check_view(view)
+    scores = {"mmfuse": model.row_scores(view, model.embeddings[r][rows]),
+              **baselines.row_scores(rows)}
+    out = {}
+    for name, s in scores.items():
+        s = np.array(s, dtype=np.float64)
+        exclude_observed(s, matrix, rows)
+        if name == "global mean":  # a constant ranks nothing: ties broken at random
+            s = s + rng.random(s.shape) * 1e-9 * np.isfinite(s)
+        out[name] = ranking_metrics(s, held_cols, k)
+    return out
+
+
+def evaluate_holdout(spec: Any, data: Any, model: Any) -> dict[str, Any]:
+    """``{"holdout": {VIEW: {METHOD: metrics}}, "holdout_split": {VIEW: info}}``."""
+    out: dict[str, Any] = {"holdout": {}, "holdout_split": {}}
+    for view in spec.evaluate.holdout.views:
+        result, info = evaluate_view(view, spec, data.views[view], data.held[view], model)
+        out["holdout"][view], out["holdout_split"][view] = result, info
+    return out
