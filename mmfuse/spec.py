@@ -299,6 +299,15 @@ class Spec(_Model):
 
     _source: SpecSource | None = PrivateAttr(default=None)
 
+    @classmethod
+    def from_dict(cls, data: Any, base_dir: Path | str | None = None, *,
+                  source: str = "<dict>") -> Spec:
+        """A spec from plain data (what a spec file holds), relative paths taken against
+        ``base_dir`` (default: the working directory).  Raises :class:`SpecError` listing
+        every problem at its field, ``<dict> views.cover.rows: ...`` (``source`` names
+        where the data came from)."""
+        return validate(data, SpecSource(source), Path(base_dir or Path.cwd()).resolve())
+
     def issue(self, loc: Loc, message: str) -> SpecIssue:
         """A :class:`SpecIssue` at ``loc``, with the file and line it came from."""
         return (self._source or SpecSource("<spec>")).issue(loc, message)
