@@ -144,12 +144,16 @@ class DDP(Single):
         log.info("rank %d of %d on %s (%s)", self.rank, self.world_size, device, self.backend)
 
     def prepare(self, model: FusionModel) -> nn.Module:  # type: ignore[override]
-        ids = {id(p) for p in model.sparse_parameters()}
-        sparse = [n for n, p in model.named_parameters() if id(p) in ids]
-        if sparse and self.backend == "nccl":
-            raise StrategyError(
-                f"{', '.join(sparse)} take sparse gradients, which nccl cannot all-reduce "
-                "(DDP reduces them with gloo only): train this model with --device cpu")
+        if self.backend == "nccl":
+            # nccl all-reduces dense tensors only: every table declared sparse (free factors,
+            # the sparse encoders' tables) takes dense gradients here, updated by fused Adam
+            # over the table — cheap on a GPU, where sparse rows would save little
+            tables = [m for m in model.modules()
+                      if isinstance(m, nn.Embedding | nn.EmbeddingBag) and m.sparse]
+            for table in tables:
+                table.sparse = False
+            if tables:
+                log.info("nccl: %d tables take dense gradients", len(tables))
         # a step may leave a module unused (a sparse view with no cells in the step's rows):
         # DDP then marks its parameters ready instead of waiting for their gradients
         net = nn.parallel.DistributedDataParallel(model, find_unused_parameters=True)

@@ -117,3 +117,24 @@ def test_gather_rows_gradient_is_the_dense_one(n_index):
     rows = index.unique() if n_index == 3 else torch.arange(30)
     assert torch.equal(got._indices()[0], rows)
     assert torch.allclose(got.to_dense(), expected, atol=1e-6)
+
+
+def test_a_table_switched_to_dense_gradients_trains_through_the_same_encoder():
+    """A strategy may turn a table's sparse flag off (DDP over nccl): the sparse encoder then
+    gives dense gradients, the same values."""
+    from test_encoders import sparse_rows
+
+    from mmfuse.plugins import get_plugins
+
+    torch.manual_seed(0)
+    ae = get_plugins().encoders.get("sparse")((200,), 3, decode=True)
+    x = sparse_rows(4, 200)
+    grads = []
+    for sparse in (True, False):
+        ae.zero_grad(set_to_none=True)
+        ae.first.sparse = ae.out.sparse = sparse
+        ae.decode_at(ae.encode(x), x.cell_rows(), x.col).square().sum().backward()
+        grads.append((ae.first.weight.grad, ae.out.weight.grad))
+    assert all(g.is_sparse for g in grads[0]) and not any(g.is_sparse for g in grads[1])
+    for a, b in zip(*grads, strict=True):
+        assert torch.allclose(a.to_dense(), b, atol=1e-6)

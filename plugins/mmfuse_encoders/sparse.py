@@ -29,7 +29,8 @@ class SparseAutoencoder(nn.Module):
         (n_in,) = self.in_shape
         widths = [*hidden, code_dim]
         # sparse=True: the gradient is the batch's columns only, and the optimiser moves
-        # those rows alone (mmfuse.optim), never the whole n_in-row table
+        # those rows alone (mmfuse.optim), never the whole n_in-row table (a strategy may
+        # switch it off, e.g. DDP over nccl: the flag is read at every step)
         self.first = nn.EmbeddingBag(n_in, widths[0], mode="sum", sparse=True)
         # codes start small, as free factors do (std 0.1): a large random start puts the
         # factor term far above the data's variance, which Adam at lr 1e-3 is slow to undo
@@ -48,7 +49,7 @@ class SparseAutoencoder(nn.Module):
     def encode(self, x: SparseBatch) -> torch.Tensor:
         """``x``: the stored cells of b rows → codes (b, code_dim)."""
         row_scale = x.totals.clamp_min(1).to(x.values.dtype).rsqrt()
-        h = x.mm(self.first.weight, row_scale, sparse_grad=True)
+        h = x.mm(self.first.weight, row_scale, sparse_grad=self.first.sparse)
         return self.rest(h + self.first_bias)
 
     def _trunk(self, h: torch.Tensor) -> torch.Tensor:
@@ -59,7 +60,7 @@ class SparseAutoencoder(nn.Module):
     def decode_at(self, h: torch.Tensor, which: torch.Tensor, at: torch.Tensor) -> torch.Tensor:
         """Decoded values of cells ``(which[k], at[k])`` only: (m,)."""
         t = self._trunk(h)[which]
-        out = gather_rows(self.out.weight, at)
+        out = gather_rows(self.out.weight, at) if self.out.sparse else self.out(at)
         return (t * out[:, :-1]).sum(-1) + out[:, -1]
 
     def decode(self, h: torch.Tensor) -> torch.Tensor:
