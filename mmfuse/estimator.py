@@ -45,6 +45,7 @@ READER = "fusion_embedder"
 #: Spec sections an override (``train__batch_size=32``) may set.
 SECTIONS = ("name", "model", "train", "views", "entities")
 ENTITY = "sample"
+LEARNT = ("model_", "spec_", "history_", "embedding_", "ids_", "views_", "entity_")
 
 
 class FusionEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
@@ -126,18 +127,21 @@ class FusionEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         return self
 
     def fit_transform(self, X: Any, y: Any = None, **fit_params: Any) -> Any:
-        """``fit(X)``, then the training rows' embeddings (as the training run wrote them)."""
+        """``fit(X)``, then the training rows' embeddings (``embedding_``)."""
         index = self._fit(X)
         return self._output(self.embedding_, index)
 
     def transform(self, X: Any) -> Any:
         """Embed the rows of ``X`` (new or not) through the trained encoders."""
-        from mmfuse.api import embed_new
-
         check_is_fitted(self, "model_")
         arrays, index = self._views_of(X, reset=False)
+        return self._output(self._embed(arrays), index)
+
+    def _embed(self, arrays: Mapping[str, Any]) -> np.ndarray:
+        from mmfuse.api import embed_new
+
         arrays = {v: a.reshape(-1, 1) if a.ndim == 1 else a for v, a in arrays.items()}
-        return self._output(embed_new(self.model_, self.entity_, arrays), index)
+        return embed_new(self.model_, self.entity_, arrays)
 
     @property
     def _n_features_out(self) -> int:
@@ -158,7 +162,7 @@ class FusionEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
     def _fit(self, X: Any) -> Any:
         from mmfuse.api import train
 
-        for key in ("views_", "entity_", "n_features_in_", "feature_names_in_"):  # afresh
+        for key in (*LEARNT, "n_features_in_", "feature_names_in_"):  # a refit starts afresh
             self.__dict__.pop(key, None)
         base = self._base_spec()
         self.entity_ = _entity_of(base)
@@ -168,12 +172,15 @@ class FusionEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         plugins = _with_reader(get_plugins(), arrays, ids)
         with tempfile.TemporaryDirectory(prefix="mmfuse-fit-") as tmp:
             result = train(spec, Path(tmp) / "run", plugins=plugins, evaluate=False)
-            self.embedding_, self.ids_ = result.run.read_embeddings(self.entity_)
         built = result.built
         built.model.cpu().eval()  # embed_new encodes on the CPU
         self.model_ = replace(built, device=_cpu())
         self.spec_ = spec
         self.history_ = list(result.trainer.history)
+        # the training rows through transform's path, so that fit_transform is transform
+        # wherever training ran (on the CPU these are the run's own embeddings, to the bit)
+        self.embedding_ = self._embed(arrays)
+        self.ids_ = ids if ids is not None else [str(i) for i in range(len(self.embedding_))]
         return index
 
     def _base_spec(self) -> dict[str, Any]:

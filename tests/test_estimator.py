@@ -178,3 +178,17 @@ def test_a_mudata_is_a_mapping_of_its_modalities():
 @parametrize_with_checks([FusionEmbedder(dim=2, epochs=1, random_state=0, **FAST)])
 def test_sklearn_estimator_checks(estimator, check):
     check(estimator)
+
+
+def test_readme_python_examples_compile():
+    """The README's API and Pipeline examples are valid Python (the Pipeline needs the
+    emoji files, so it is compiled here; the tests above run the same calls)."""
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("### 5. Python API and scikit-learn"):]
+    blocks = re.findall(r"```python\n(.*?)```", section[:section.index("\n## ")], re.S)
+    assert len(blocks) == 2 and "GridSearchCV(pipe" in blocks[1]
+    for block in blocks:
+        compile(block, "README.md", "exec")
