@@ -158,7 +158,7 @@ def test_triplets_unknown_id_is_an_error_naming_file_and_id(tmp_path):
     path.write_text("user,book,stars\nu0,b1,4\nu1,b9,5\nu0,b2,1\n")
     known = ctx(tmp_path, row_ids=["u0", "u1"], col_ids=["b0", "b1", "b2"])
     with pytest.raises(ValueError, match=r"ratings\.csv: 1 column ids are not ids of the "
-                       r"entity, e.g. 'b9' \(row 2 of the file"):
+                       r"entity, e.g. 'b9' \(data row 2;"):
         read("triplets", path, {}, known)
     path.write_text("user,book,stars\nu0,b1,4\nu1,b2,5\nu0,b1,1\n")
     with pytest.raises(ValueError, match=r"the pair \('u0', 'b1'\) is listed twice"):

@@ -56,7 +56,7 @@ def codes(values: pd.Series, known: Sequence[str] | None, where: str, what: str
     bad = np.flatnonzero(positions < 0)
     if len(bad):
         raise ValueError(f"{where}: {len(np.unique(strings.iloc[bad]))} {what} ids are not "
-                         f"ids of the entity, e.g. {strings.iloc[bad[0]]!r} (row "
-                         f"{bad[0] + 1} of the file; the entity's ids look like "
+                         f"ids of the entity, e.g. {strings.iloc[bad[0]]!r} (data row "
+                         f"{bad[0] + 1}; the entity's ids look like "
                          f"{', '.join(repr(k) for k in known[:3])})")
     return positions, list(known)
