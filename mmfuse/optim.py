@@ -1,22 +1,25 @@
 """Optimisers for tables with sparse gradients: a step moves only the rows it touched.
 
-Free factor tables (``cmf``, ``columns: embedding``) and the sparse encoder's input and
-output tables get gradients as sparse rows (``nn.Embedding(sparse=True)``,
-``SparseBatch.mm(..., sparse_grad=True)``).  Their optimiser updates those rows alone, as
+Free factor tables (``cmf``, ``columns: embedding``) and the sparse encoder's output table
+(its input table too with ``sparse_grad: all``) get gradients as sparse rows
+(``nn.Embedding(sparse=True)``, ``gather_rows``, ``SparseBatch.mm(..., sparse_grad=True)``).
+Their optimiser updates those rows alone, as
 torch's ``SparseAdam`` does ("lazy" Adam: a row's moments and value change only in steps
 that touch it; bias corrections follow the table's step count), so a step costs the rows it
 used, not the table: on a 100k-row table a step touching 5 % of it no longer pays Adam over
 every row, nor a zeroed table-sized gradient.
 
 A gradient holding every row (a step that touched most of a table gives one: see
-:mod:`mmfuse.sparse_mm`) gets the ordinary step over the whole table.  The update itself is
-torch's fused Adam/AdamW kernel, run on the touched rows gathered.  Measured per training step (one
-thread, CPU time, four runs): a 500k × 200k, 20 M-cell sparse view 29–35 ms against 49–62 ms
-with dense gradients and fused Adam over every row; at 100k × 50k (5 M cells), where a
-step touches 5 % of the column tables, 20–23 ms against 19–21 ms (gathering 5 % of a table's
-rows costs about what streaming all of it does).
-``torch.optim.SparseAdam`` was slower than dense fused Adam at these sizes, and
-``torch.optim.SGD`` keeps a sparse momentum buffer that grows every step, hence these two.
+:mod:`mmfuse.sparse_mm`) gets the ordinary step over the whole table.  The update itself
+is torch's fused Adam/AdamW kernel, run on the touched rows gathered.  Measured per
+training step of the sparse encoder with ``sparse_grad: all`` (one thread, CPU time, 4 runs):
+a 500k × 200k, 20 M-cell sparse view 29–35 ms against 49–62 ms with dense gradients and
+fused Adam over every row; at 100k × 50k, where a step touches 5 % of the column tables,
+20–23 ms against 19–21 ms (gathering 5 % of a table's rows costs about what streaming all
+of it does).  Lazy updates learn less per epoch where rows are touched rarely (see
+``plugins/mmfuse_encoders/sparse.py``).  ``torch.optim.SparseAdam`` was slower than dense
+fused Adam at these sizes, and ``torch.optim.SGD`` keeps a sparse momentum buffer that grows
+every step, hence these two.
 """
 
 from __future__ import annotations

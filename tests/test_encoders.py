@@ -124,13 +124,14 @@ def test_sparse_product_and_its_gradient_match_the_dense_ones_on_both_kernels():
 
 @pytest.mark.parametrize(("b", "width"), [(4, 200), (6, 40)])
 def test_sparse_encoder_gradients_are_the_touched_rows_where_few_and_match_dense(b, width):
-    """A step touching few rows of the sparse encoder's tables gives them row-sparse
-    gradients of those rows (the optimiser then moves those rows alone); a step with cells
-    for most rows gives every row; either way the gradient is the product's."""
+    """With ``sparse_grad: all``, a step touching few rows of the sparse encoder's tables gives
+    them row-sparse gradients of those rows (the optimiser then moves those rows alone); a
+    step with cells for most rows gives every row; either way the gradient is the
+    product's.  By default only the output table's gradient is sparse; ``none``: neither."""
     from mmfuse.sparse_mm import few_rows
 
     torch.manual_seed(0)
-    ae = get_plugins().encoders.get("sparse")((width,), 3, decode=True)
+    ae = get_plugins().encoders.get("sparse")((width,), 3, decode=True, sparse_grad="all")
     x = sparse_rows(b, width)
     which, at = x.cell_rows(), x.col
     h = ae.encode(x)
@@ -153,3 +154,9 @@ def test_sparse_encoder_gradients_are_the_touched_rows_where_few_and_match_dense
     touched[x.col] = True
     rows = touched.nonzero().squeeze(1) if few else torch.arange(width)
     assert torch.equal(grads["first"]._indices()[0], rows)
+    for mode, sparse_out in (("output", True), ("none", False)):  # "output": the default
+        other = get_plugins().encoders.get("sparse")(
+            (width,), 3, decode=True, **({} if mode == "output" else {"sparse_grad": mode}))
+        other.decode_at(other.encode(x), which, at).sum().backward()
+        assert not other.first.weight.grad.is_sparse
+        assert other.out.weight.grad.is_sparse == sparse_out

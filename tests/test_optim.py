@@ -127,7 +127,7 @@ def test_a_table_switched_to_dense_gradients_trains_through_the_same_encoder():
     from mmfuse.plugins import get_plugins
 
     torch.manual_seed(0)
-    ae = get_plugins().encoders.get("sparse")((200,), 3, decode=True)
+    ae = get_plugins().encoders.get("sparse")((200,), 3, decode=True, sparse_grad="all")
     x = sparse_rows(4, 200)
     grads = []
     for sparse in (True, False):

@@ -101,6 +101,7 @@ def predict_command(
     model = CellModel.from_run(run)
     r, c = model.check_view(view)
     col_ids = run.read_embeddings(c)[1]
+    col_name = c if c != r else f"{c} (column)"  # a square view: gene × gene
     if data:
         from mmfuse.api import embed_new, load_trained
 
@@ -115,7 +116,7 @@ def predict_command(
     if top is not None:
         best_cols, values = model.top(view, row_idx, top, z_rows=None if row_idx is not None
                                       else z)
-        header = [r, "rank", c, "prediction"]
+        header = [r, "rank", col_name, "prediction"]
         records = [(row_ids[i], k + 1, col_ids[j], float(values[i, k]))
                    for i in range(len(row_ids)) for k, j in enumerate(best_cols[i])]
         title = f"{view}: top {top} {c} per {r}"
@@ -130,7 +131,7 @@ def predict_command(
             console.print(f"wrote {len(row_ids)} × {len(col_idx)} predictions to {out}",
                           highlight=False)
             return
-        header = [r, c, "prediction"]
+        header = [r, col_name, "prediction"]
         records = [(row_ids[a], col_ids[b], float(v))
                    for a, b, v in zip(pairs_r, pairs_c, values, strict=True)]
         title = f"{view}: predicted cells"
