@@ -44,7 +44,12 @@ Params = Annotated[dict[str, Any], Field(default_factory=dict)]
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_default=True)
+    # allow_inf_nan=False: `lr: .inf`, `weight: .nan` are errors at their field, not a run
+    model_config = ConfigDict(extra="forbid", validate_default=True, allow_inf_nan=False)
+
+
+#: A seed: what numpy, torch and scikit-learn all take.
+Seed = Annotated[int, Field(ge=0, lt=2**32)]
 
 
 class EntitySpec(_Model):
@@ -204,7 +209,7 @@ class SplitSpec(_Model):
     """How instances with a target value are split into train and test."""
 
     test_fraction: float = Field(0.2, gt=0, lt=1, description="share of instances in test")
-    seed: int = Field(0, description="seed of the random / stratified split")
+    seed: Seed = Field(0, description="seed of the random / stratified split")
     method: Literal["random", "stratified", "position"] | None = Field(
         None, description="random | stratified (class proportions kept; multilabel: "
         "by each instance's rarest label) | position (the last instances are the test split); "
@@ -245,7 +250,7 @@ class HoldoutSpec(_Model):
                              "whose cells are held out")
     fraction: float = Field(0.2, gt=0, lt=1, description="share of each view's observed cells "
                             "(or of its rows with cells, `by: rows`) held out")
-    seed: int = Field(0, description="seed of the split")
+    seed: Seed = Field(0, description="seed of the split")
     by: Literal["cells", "rows"] = Field(
         "cells", description="cells: observed cells at random; rows: every cell of a random "
         "share of rows (new rows: the cold-start case)")
@@ -285,8 +290,11 @@ Name = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_-]*$")]
 
 
 class Spec(_Model):
-    name: str
-    seed: int = 0
+    # a name, not a path: its default run folder is runs/NAME
+    name: str = Field(..., pattern=r"^[^/\\\x00-\x1f.][^/\\\x00-\x1f]*$",
+                      description="the run's name (its default folder: runs/NAME); no path "
+                      "separators, not starting with a dot")
+    seed: Seed = 0
     base_dir: SpecPath | None = Field(
         None, description="folder that readers resolve relative params against "
         "(default: the spec's folder; recorded so a run's resolved spec finds them)")

@@ -701,3 +701,21 @@ def test_parse_yaml_records_lines_of_nested_fields():
     assert src.lines[("a", "b")] == 2
     assert src.lines[("a", "b", 0)] == 3
     assert src.lines[("a", "b", 1, "c")] == 4
+
+
+@pytest.mark.parametrize(("sets", "field", "problem"), [
+    (["train.optimizer.lr=.inf"], "train.optimizer.lr", "finite number"),
+    (["views.ratings.weight=.nan"], "views.ratings.weight", "finite number"),
+    (["seed=-1"], "seed", "greater than or equal to 0"),
+    ([f"seed={2**70}"], "seed", "less than 4294967296"),
+    (["evaluate.split.seed=-3"], "evaluate.split.seed", "greater than or equal to 0"),
+    (["name=/tmp/elsewhere"], "name", "should match pattern"),
+    (["name=../up"], "name", "should match pattern"),
+])
+def test_values_no_run_could_use_are_spec_errors_at_their_field(multiview, sets, field,
+                                                                 problem):
+    """Infinite or NaN numbers, seeds numpy, torch and scikit-learn cannot all take, and a
+    name that is a path (the run folder would be written there) are refused at the field."""
+    err = spec_error(load_spec, multiview, sets)
+    assert any(i.field == field and problem in i.message for i in err.issues), [
+        str(i) for i in err.issues]
