@@ -111,6 +111,14 @@ def test_held_out_cells_are_not_in_the_training_data(tmp_path):
     assert matrix.observed_mean() == pytest.approx(train_mean, rel=1e-5)
 
 
+def test_validate_says_how_many_cells_are_held_out(tmp_path):
+    path = write_ratings(tmp_path)
+    out = CliRunner().invoke(app, ["validate", str(path)])
+    assert out.exit_code == 0, out.output
+    held = round(0.2 * sp.load_npz(tmp_path / "ratings.npz").nnz)
+    assert f"held out: {held:,} cells of ratings" in out.output
+
+
 def test_ranking_metrics_by_hand():
     scores = np.array([[0.9, 0.1, 0.5, -np.inf], [0.2, 0.8, 0.3, 0.1]])
     # row 0: held column 2 ranks 2nd; row 1: held 0 and 3 rank 3rd and 4th

@@ -36,6 +36,9 @@ def validate_command(spec_path: SpecArg, set_: SetOpt = None,
     console.print(render_text(built.graph, spec), highlight=False)
     console.print("data: " + ", ".join(f"{v} {list(s)}" for v, s in built.data.shapes().items()),
                   highlight=False)
+    for view, cells in built.data.held.items():
+        console.print(f"held out: {len(cells):,} cells of {view} (evaluate.holdout; not "
+                      "trained on)", highlight=False)
     console.print(describe_model(built), highlight=False)
     cost = estimate(built)
     console.print(render_cost(cost), highlight=False)
