@@ -143,7 +143,7 @@ def train(spec: Spec, out: Path | str | None = None, *, resume: bool = False,
             for entity in spec.entities:
                 run.write_embeddings(entity, embed_all(built, entity), built.data.ids[entity])
             for view, cells in built.data.held.items():
-                cells.save(run.holdout_file(view))
+                run.write_holdout(view, cells)
             if evaluate and spec.evaluate is not None:
                 evaluation = evaluate_run(run, spec, built.data)
             run.write_manifest(_manifest(built, trainer, started, "done"))

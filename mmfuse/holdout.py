@@ -30,7 +30,6 @@ from __future__ import annotations
 import logging
 import zlib
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -40,8 +39,10 @@ from mmfuse.spec import HoldoutSpec
 
 log = logging.getLogger(__name__)
 
-#: At most this many rows are ranked (sampled, seeded) for the ranking metrics.
+#: At most this many rows are ranked (sampled, seeded) for the ranking metrics, scored
+#: this many at a time (each holds every column's score).
 RANKED_ROWS = 2000
+RANK_CHUNK = 256
 
 
 @dataclass(frozen=True)
@@ -54,18 +55,6 @@ class HeldCells:
 
     def __len__(self) -> int:
         return len(self.values)
-
-    def save(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp.npz")
-        np.savez(tmp, rows=self.rows, cols=self.cols, values=self.values)
-        tmp.replace(path)
-
-    @classmethod
-    def load(cls, path: Path) -> HeldCells:
-        with np.load(path, allow_pickle=False) as f:
-            return cls(f["rows"], f["cols"], f["values"])
-
 
 def _rng(spec: HoldoutSpec, view: str) -> np.random.Generator:
     """The split's generator: the same cells for a view whatever else the spec holds."""
@@ -100,8 +89,9 @@ def split_view(view: str, array: Any, mask: np.ndarray | None, spec: HoldoutSpec
                           csr.data[held].astype(np.float32))
         keep = np.ones(csr.nnz, dtype=bool)
         keep[held] = False
-        train = sp.csr_array((csr.data[keep], (owners[keep], csr.indices[keep])),
-                             shape=csr.shape)
+        indptr = np.zeros(csr.shape[0] + 1, dtype=np.int64)
+        np.cumsum(np.bincount(owners[keep], minlength=csr.shape[0]), out=indptr[1:])
+        train = sp.csr_array((csr.data[keep], csr.indices[keep], indptr), shape=csr.shape)
         _check_left(view, train.nnz)
         return train, None, cells
     values = np.asarray(array)
@@ -225,21 +215,30 @@ def class_metrics(y: np.ndarray, score: np.ndarray) -> dict[str, float]:
             "auprc": float(average_precision_score(positive, score))}
 
 
+def held_ranks(scores: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """Sorted 0-based ranks of columns ``cols`` in one row's ``scores`` (descending; ties in
+    column order): the columns scored higher, plus the equal ones before it."""
+    at = scores[cols][:, None]
+    before = np.arange(len(scores))[None, :] < cols[:, None]
+    return np.sort(((scores > at) | ((scores == at) & before)).sum(axis=1))
+
+
 def ranking_metrics(scores: np.ndarray, held: list[np.ndarray], k: int) -> dict[str, float]:
     """Mean recall@k, NDCG@k and MRR of each row's held-out columns ``held[i]`` in its
     ``scores[i]`` (training cells already set to -inf)."""
+    return _mean_ranking([held_ranks(row, cols) for row, cols in zip(scores, held,
+                                                                      strict=True)],
+                         [len(cols) for cols in held], k)
+
+
+def _mean_ranking(ranks: list[np.ndarray], sizes: list[int], k: int) -> dict[str, float]:
     recall, ndcg, mrr = [], [], []
-    order = np.argsort(-scores, axis=1, kind="stable")
-    rank_of = np.empty_like(order)
-    rank_of[np.arange(len(order))[:, None], order] = np.arange(order.shape[1])[None, :]
     discounts = 1 / np.log2(np.arange(2, k + 2))
-    for i, cols in enumerate(held):
-        ranks = np.sort(rank_of[i, cols])
-        hits = ranks[ranks < k]
-        recall.append(len(hits) / min(k, len(cols)))
-        ideal = discounts[: min(k, len(cols))].sum()
-        ndcg.append(discounts[hits].sum() / ideal)
-        mrr.append(1 / (ranks[0] + 1))
+    for r, n in zip(ranks, sizes, strict=True):
+        hits = r[r < k]
+        recall.append(len(hits) / min(k, n))
+        ndcg.append(discounts[hits].sum() / discounts[: min(k, n)].sum())
+        mrr.append(1 / (r[0] + 1))
     return {f"recall@{k}": float(np.mean(recall)), f"ndcg@{k}": float(np.mean(ndcg)),
             "mrr": float(np.mean(mrr))}
 
@@ -250,8 +249,8 @@ def ranking_metrics(scores: np.ndarray, held: list[np.ndarray], k: int) -> dict[
 def training_triplets(matrix: Any) -> Triplets:
     """A view's training cells in data units (``scale: standard`` undone)."""
     if matrix.sparse:
-        coo = matrix.csr.tocoo()
-        rows, cols, values = coo.row, coo.col, coo.data.astype(np.float64)
+        rows, cols = matrix.cell_rows(), matrix.csr.indices
+        values = matrix.csr.data.astype(np.float64)
     else:
         values_all, mask = matrix.rows(np.arange(matrix.shape[0]), scaled=False)
         observed = ~np.isnan(values_all) if mask is None else mask & ~np.isnan(values_all)
@@ -262,13 +261,17 @@ def training_triplets(matrix: Any) -> Triplets:
     return Triplets(rows.astype(np.int64), cols.astype(np.int64), values, matrix.shape)
 
 
-def _negatives(rng: np.random.Generator, matrix: Any, held: HeldCells, count: int
-               ) -> tuple[np.ndarray, np.ndarray]:
-    """``count`` distinct cells drawn uniformly among those with no stored value (training
-    or held out)."""
-    n_r, n_c = matrix.shape
-    coo = matrix.csr.tocoo()
-    taken = np.union1d(coo.row.astype(np.int64) * n_c + coo.col, held.rows * n_c + held.cols)
+def _stored(matrix: Any, held: HeldCells) -> np.ndarray:
+    """Linear indices (sorted) of every cell with a value: training or held out."""
+    n_c = matrix.shape[1]
+    return np.union1d(matrix.cell_rows().astype(np.int64) * n_c + matrix.csr.indices,
+                      held.rows * n_c + held.cols)
+
+
+def _negatives(rng: np.random.Generator, shape: tuple[int, int], taken: np.ndarray,
+               count: int) -> tuple[np.ndarray, np.ndarray]:
+    """``count`` distinct cells drawn uniformly among those not ``taken`` (``_stored``)."""
+    n_r, n_c = shape
     if n_r * n_c - len(taken) < count:
         raise ValueError(f"too few cells without a value to draw {count:,} negatives")
     out = np.empty(0, dtype=np.int64)
@@ -293,10 +296,11 @@ def evaluate_view(view: str, spec: Any, matrix: Any, held: HeldCells, model: Any
                             "likelihood": likelihood}
     if likelihood == "bernoulli" and matrix.sparse:
         # stored cells are the known links: score them against as many cells without one
-        neg_r, neg_c = _negatives(rng, matrix, held, len(held))
+        taken = _stored(matrix, held)
+        neg_r, neg_c = _negatives(rng, matrix.shape, taken, len(held))
         rows, cols = np.concatenate([rows, neg_r]), np.concatenate([cols, neg_c])
         y = np.concatenate([y, np.zeros(len(neg_r))])
-        t_neg_r, t_neg_c = _negatives(rng, matrix, held, len(t.values))
+        t_neg_r, t_neg_c = _negatives(rng, matrix.shape, taken, len(t.values))
         t = Triplets(np.concatenate([t.rows, t_neg_r]), np.concatenate([t.cols, t_neg_c]),
                      np.concatenate([t.values, np.zeros(len(t_neg_r))]), t.shape)
         info["n_negatives"] = int(len(neg_r))
@@ -327,16 +331,20 @@ def _ranking(view: str, matrix: Any, held: HeldCells, model: Any, baselines: Bas
     ends = np.searchsorted(held.rows[order], rows, side="right")
     held_cols = [held.cols[order[a:b]] for a, b in zip(starts, ends, strict=True)]
     r, _ = model.check_view(view)
-    scores = {"mmfuse": model.row_scores(view, model.embeddings[r][rows]),
-              **baselines.row_scores(rows)}
-    out = {}
-    for name, s in scores.items():
-        s = np.array(s, dtype=np.float64)
-        exclude_observed(s, matrix, rows)
-        if name == "global mean":  # a constant ranks nothing: ties broken at random
-            s = s + rng.random(s.shape) * 1e-9 * np.isfinite(s)
-        out[name] = ranking_metrics(s, held_cols, k)
-    return out
+    z = model.embeddings[r]
+    ranks: dict[str, list[np.ndarray]] = {}
+    for start in range(0, len(rows), RANK_CHUNK):  # every column's score, a chunk of rows
+        part, cols = rows[start:start + RANK_CHUNK], held_cols[start:start + RANK_CHUNK]
+        scores = {"mmfuse": model.row_scores(view, z[part]), **baselines.row_scores(part)}
+        for name, s in scores.items():
+            s = np.array(s, dtype=np.float64)
+            exclude_observed(s, matrix, part)
+            if name == "global mean":  # a constant ranks nothing: ties broken at random
+                s = s + rng.random(s.shape) * 1e-9 * np.isfinite(s)
+            ranks.setdefault(name, []).extend(
+                held_ranks(row, c) for row, c in zip(s, cols, strict=True))
+    sizes = [len(c) for c in held_cols]
+    return {name: _mean_ranking(r_, sizes, k) for name, r_ in ranks.items()}
 
 
 def evaluate_holdout(spec: Any, data: Any, model: Any) -> dict[str, Any]:

@@ -58,6 +58,11 @@ class RunDir:
         """A view's held-out cells (``evaluate.holdout``): rows, cols, values (.npz)."""
         return self.holdout_dir / f"{view}.npz"
 
+    def write_holdout(self, view: str, cells) -> None:
+        """A view's held-out cells (:class:`mmfuse.holdout.HeldCells`), written atomically."""
+        atomic_write(self.holdout_file(view), lambda fh: np.savez(
+            fh, rows=cells.rows, cols=cells.cols, values=cells.values))
+
     def exists(self) -> bool:
         return self.spec_file.is_file()
 

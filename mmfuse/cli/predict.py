@@ -98,20 +98,23 @@ def predict_command(
         raise typer.BadParameter("give known rows (--rows / --rows-file) or new rows (--data)",
                                  param_hint="--rows")
     run = RunDir(run_path)
-    model = CellModel.from_run(run)
-    r, c = model.check_view(view)
-    col_ids = run.read_embeddings(c)[1]
-    col_name = c if c != r else f"{c} (column)"  # a square view: gene × gene
-    if data:
+    built = None
+    if data:  # new rows go through the trained encoders: the model, with its data
         from mmfuse.api import embed_new, load_trained
 
-        z = embed_new(load_trained(run), r, _parse_data(data))
+        built = load_trained(run)
+    model = CellModel.from_run(run, data=built.data if built else None)
+    r, c = model.check_view(view)
+    col_ids = model.data.ids[c]
+    col_name = c if c != r else f"{c} (column)"  # a square view: gene × gene
+    if built is not None:
+        z = embed_new(built, r, _parse_data(data))
         row_ids = _ids(None, ids) if ids else [f"new-{k}" for k in range(len(z))]
         if len(row_ids) != len(z):
             raise DataError(f"--ids lists {len(row_ids)} ids for {len(z)} new rows")
         row_idx = None
     else:
-        row_idx = _positions(wanted, run.read_embeddings(r)[1], r, "--rows")
+        row_idx = _positions(wanted, model.data.ids[r], r, "--rows")
         z, row_ids = model.embeddings[r][row_idx], wanted
     if top is not None:
         best_cols, values = model.top(view, row_idx, top, z_rows=None if row_idx is not None
