@@ -51,3 +51,22 @@ class DataError(MmfuseError):
     """Data could not be read or prepared (outside a spec: e.g. `mmfuse embed --data`)."""
 
     exit_code = 1
+
+
+def describe(exc: BaseException) -> str:
+    """What a user needs from an exception raised by plugin or third-party code (a reader,
+    numpy, torch.load, a featurizer): one line, naming the file where the exception knows it.
+    Raise the project error ``from exc`` so that ``--debug`` still shows the cause."""
+    if isinstance(exc, UnicodeDecodeError):
+        return (f"not UTF-8 text (byte {exc.object[exc.start:exc.start + 1]!r} at offset "
+                f"{exc.start}); save it as UTF-8")
+    if isinstance(exc, OSError) and exc.strerror:
+        where = f": {exc.filename}" if exc.filename else ""
+        return f"{exc.strerror}{where}"
+    if isinstance(exc, MemoryError):
+        return "out of memory"
+    text = str(exc).strip().splitlines()
+    first = text[0] if text else ""
+    if isinstance(exc, (ValueError, TypeError, KeyError)) and first:
+        return first.strip("'\"") if isinstance(exc, KeyError) else first
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__

@@ -107,3 +107,24 @@ def plugin_rows(output: str) -> dict[str, tuple[str, str]]:
 def read_plugin_table():
     """The parser of the `mmfuse plugins` table (shared by the CLI and plugin tests)."""
     return plugin_rows
+
+
+@pytest.fixture(scope="session")
+def template(tmp_path_factory) -> Path:
+    """The multiview project (spec and files) that the bad-input corpus copies and breaks."""
+    root = tmp_path_factory.mktemp("template")
+    write_multiview(root)
+    return root
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory, template) -> Path:
+    """``template`` trained for one epoch: the run folder that corpus cases copy."""
+    from typer.testing import CliRunner
+
+    from mmfuse.cli import app
+    run = tmp_path_factory.mktemp("trained") / "run"
+    result = CliRunner().invoke(app, ["train", str(template / "spec.yaml"), "--out", str(run),
+                                      "-q", "--no-report", "--epochs", "1"])
+    assert result.exit_code == 0, result.output
+    return run
