@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import random
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 
 import networkx as nx
@@ -12,7 +13,7 @@ import torch
 
 from mmfuse.batching import Batcher
 from mmfuse.data import Data, MatrixData, load_data
-from mmfuse.errors import MmfuseError, SpecError, SpecIssue
+from mmfuse.errors import MmfuseError, SpecError, SpecIssue, describe
 from mmfuse.graph import build_graph
 from mmfuse.model import (
     TERMS,
@@ -75,8 +76,7 @@ def build(spec: Spec, plugins: Plugins, device: str | torch.device | None = None
           shard: tuple[int, int] = (0, 1)) -> Built:
     """Check the spec and its data, then build the model on the device (seeded); its
     batcher walks ``shard`` (rank, processes) of each epoch."""
-    graph = build_graph(spec, plugins)
-    data = load_data(spec, plugins)
+    graph, data = _graph_and_data(spec, plugins)
     shapes = {name: tuple(v.shape) for name, v in data.views.items()}
     sparse_views = frozenset(v for v, d in data.views.items()
                              if isinstance(d, MatrixData) and d.sparse)
@@ -87,16 +87,76 @@ def build(spec: Spec, plugins: Plugins, device: str | torch.device | None = None
     if spec.train.threads:
         torch.set_num_threads(spec.train.threads)
     seed_everything(spec.seed)
-    codecs, plan = build_codecs(spec, plan, plugins, data.sizes)
-    model = FusionModel(
-        plan, codecs,
-        likelihoods={v: plugins.likelihoods.get(s.likelihood) for v, s in spec.views.items()},
-        weights={v: s.weight for v, s in spec.views.items()},
-        view_entities={v: (s.rows, s.cols) for v, s in spec.views.items() if s.cols},
-        dim=spec.model.dim)
-    init_factor_bias(model, data)
-    model = model.to(dev)
+    with _fits(spec, ("model", "dim"), "the model"):
+        codecs, plan = build_codecs(spec, plan, plugins, data.sizes)
+        model = FusionModel(
+            plan, codecs,
+            likelihoods={v: plugins.likelihoods.get(s.likelihood)
+                         for v, s in spec.views.items()},
+            weights={v: s.weight for v, s in spec.views.items()},
+            view_entities={v: (s.rows, s.cols) for v, s in spec.views.items() if s.cols},
+            dim=spec.model.dim)
+        init_factor_bias(model, data)
+        model = model.to(dev)
     return Built(spec, graph, data, plan, model, Batcher(spec, data, plan, dev, shard), dev)
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    return isinstance(exc, MemoryError) or (
+        isinstance(exc, RuntimeError) and ("allocate" in str(exc) or "out of memory" in str(exc)))
+
+
+@contextmanager
+def _fits(spec: Spec, loc: tuple[str, ...], what: str):
+    """An allocation that fails while building is a spec error at ``loc``, not a crash."""
+    try:
+        yield
+    except (RuntimeError, MemoryError) as exc:
+        if not _out_of_memory(exc):
+            raise
+        raise SpecError([spec.issue(loc, f"{what} does not fit in memory ({describe(exc)}); "
+                                    "lower model.dim or the encoders' widths")]) from exc
+
+
+def _graph_and_data(spec: Spec, plugins: Plugins) -> tuple[nx.MultiDiGraph, Data]:
+    """The graph and the data, their problems reported in one round: the data of every view
+    with no problem in the graph is read and checked as well."""
+    try:
+        return build_graph(spec, plugins), load_data(spec, plugins)
+    except SpecError as exc:
+        raise SpecError(_all_issues(spec, plugins, exc.issues)) from exc.__cause__
+
+
+def _all_issues(spec: Spec, plugins: Plugins, known: list[SpecIssue]) -> list[SpecIssue]:
+    """``known`` and every further problem of the spec's references and data; the data only
+    of the views with no problem yet (one mistake is not reported twice, nor its echoes)."""
+    issues = list(known)
+    try:
+        build_graph(spec, plugins)
+    except SpecError as exc:
+        issues += [i for i in exc.issues if i not in issues]
+    bad = {str(i.loc[1]) for i in issues if len(i.loc) > 1 and i.loc[0] == "views"}
+    part = spec.model_copy(update={"views": {
+        name: v for name, v in spec.views.items() if name not in bad}})
+    try:
+        load_data(part, plugins)
+    except SpecError as exc:
+        issues += [i for i in exc.issues if i not in issues]
+    return issues
+
+
+def complete(error: SpecError, plugins: Plugins) -> SpecError:
+    """A spec's schema errors together with the problems of its references and data, so
+    that a user sees every problem in one round: the spec is checked again without the
+    fields in error (:attr:`SpecError.attempt`).  ``error`` itself when that makes no spec."""
+    if error.attempt is None:
+        return error
+    try:
+        spec = error.attempt()
+    except SpecError:
+        return error
+    issues = _all_issues(spec, plugins, list(error.issues))
+    return error if len(issues) == len(error.issues) else SpecError(issues)
 
 
 def build_codecs(spec: Spec, plan: Plan, plugins: Plugins, sizes: dict[str, int]
@@ -108,6 +168,7 @@ def build_codecs(spec: Spec, plan: Plan, plugins: Plugins, sizes: dict[str, int]
     codecs = Codecs({}, {}, {}, {})
     sparse: set[Key] = set()
     issues: list[SpecIssue] = []
+    causes: list[BaseException] = []  # kept for --debug
 
     def make(key: Key, enc: EncoderSpec, width: int, decode: bool, shape=None):
         view, role = key
@@ -141,8 +202,16 @@ def build_codecs(spec: Spec, plan: Plan, plugins: Plugins, sizes: dict[str, int]
             return None
         try:
             module = factory(shape, width, decode=decode, **enc.params)
-        except (TypeError, ValueError) as exc:
-            issues.append(spec.issue(loc, f"encoder {name!r}: {exc}"))
+        except MmfuseError:
+            raise
+        except Exception as exc:  # plugin code: its error becomes an issue at the view
+            if _out_of_memory(exc):
+                msg = (f"encoder {name!r} does not fit in memory ({describe(exc)}): lower "
+                       f"its widths (params) or model.dim ({spec.model.dim})")
+            else:
+                msg = f"encoder {name!r}: {describe(exc)}"
+            issues.append(spec.issue(loc, msg))
+            causes.append(exc)
             return None
         if is_sparse:
             sparse.add(key)
@@ -166,7 +235,7 @@ def build_codecs(spec: Spec, plan: Plan, plugins: Plugins, sizes: dict[str, int]
             if module is not None:
                 codecs.entities[ename] = module
         if issues:
-            raise SpecError(issues)
+            raise SpecError(issues) from (causes[0] if causes else None)
         return codecs, plan
     for ename, keys in plan.codes.items():
         for key in keys:
@@ -189,7 +258,7 @@ def build_codecs(spec: Spec, plan: Plan, plugins: Plugins, sizes: dict[str, int]
             codecs.fusion[ename] = fusion_net(total, d, list(spec.model.fusion_hidden),
                                               len(keys))
     if issues:
-        raise SpecError(issues)
+        raise SpecError(issues) from (causes[0] if causes else None)
     return codecs, replace(plan, sparse=frozenset(sparse))
 
 

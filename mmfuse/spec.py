@@ -6,11 +6,13 @@ Every problem is reported at once as ``FILE:LINE FIELD.PATH: message`` (see
 
 from __future__ import annotations
 
+import copy
+import difflib
 import hashlib
 import json
 import types
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -328,15 +330,30 @@ class Spec(_Model):
         return _hash(self.dump())
 
     def digest_model(self) -> str:
-        """Hash of what a checkpoint depends on (not epochs, stopping rule, device, evaluation)."""
-        d = self.dump()
+        """Hash of what a checkpoint depends on: not what a resume may change (epochs, the
+        stopping rule, the learning rate, device, evaluation), nor where the project folder
+        lies (paths are taken relative to ``base_dir``)."""
+        d = _relative(self.dump(), str(self.base_dir or ""))
         evaluate = d.pop("evaluate", None) or {}
         if evaluate.get("holdout"):  # held-out cells change the training data
             d["holdout"] = evaluate["holdout"]
+        d.pop("base_dir", None)
         for key in ("epochs", "tol", "patience", "device", "precision", "compile", "callbacks",
                     "threads", "strategy"):
             d["train"].pop(key, None)
+        d["train"]["optimizer"].pop("lr", None)
         return _hash(d)
+
+
+def _relative(data: Any, base: str) -> Any:
+    """``data`` with every path under ``base`` written relative to it."""
+    if isinstance(data, dict):
+        return {k: _relative(v, base) for k, v in data.items()}
+    if isinstance(data, list):
+        return [_relative(v, base) for v in data]
+    if base and isinstance(data, str) and data.startswith(base.rstrip("/") + "/"):
+        return data[len(base.rstrip("/")) + 1:]
+    return data
 
 
 def _hash(data: Any) -> str:
@@ -364,12 +381,41 @@ class SpecSource:
 
 # --------------------------------------------------------------------------- YAML → dict
 
+#: A spec is a small file: anything larger is a mistake (a data file given as the spec).
+MAX_BYTES = 1 << 20
+#: Values a spec may expand to, aliases counted at every use (a "billion laughs" bomb stops
+#: here in well under a second), and how deeply they may nest.
+MAX_NODES = 100_000
+MAX_DEPTH = 64
+_PLAIN_TAGS = {"tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"}
 
-def _construct(node: yaml.Node, loc: Loc, src: SpecSource, parents: frozenset[int]) -> Any:
+
+class _Budget:
+    def __init__(self) -> None:
+        self.nodes = 0
+
+
+class _TooBig(Exception):
+    def __init__(self, message: str, line: int):
+        self.message, self.line = message, line
+
+
+def _construct(node: yaml.Node, loc: Loc, src: SpecSource, parents: frozenset[int],
+               budget: _Budget) -> Any:
     """Plain data from a YAML node, recording the line of every key and list item."""
     line = node.start_mark.line + 1
     if id(node) in parents:
         src.pending.append(SpecIssue(loc, "recursive YAML alias", src.file, line))
+        return None
+    budget.nodes += 1
+    if budget.nodes > MAX_NODES:
+        raise _TooBig(f"the spec expands to more than {MAX_NODES:,} values (an alias used "
+                      "many times over?); a spec is a small file", line)
+    if len(parents) >= MAX_DEPTH:
+        raise _TooBig(f"values nested more than {MAX_DEPTH} levels deep", line)
+    if isinstance(node, (yaml.MappingNode, yaml.SequenceNode)) and node.tag not in _PLAIN_TAGS:
+        src.pending.append(SpecIssue(loc, f"malformed YAML: tag {node.tag!r} is not allowed "
+                                     "in a spec", src.file, line))
         return None
     parents = parents | {id(node)}
     if isinstance(node, yaml.MappingNode):
@@ -383,13 +429,13 @@ def _construct(node: yaml.Node, loc: Loc, src: SpecSource, parents: frozenset[in
             src.lines[(*loc, key)] = key_node.start_mark.line + 1
             if key in out:
                 src.pending.append(src.issue((*loc, key), "duplicate key"))
-            out[key] = _construct(value_node, (*loc, key), src, parents)
+            out[key] = _construct(value_node, (*loc, key), src, parents, budget)
         return out
     if isinstance(node, yaml.SequenceNode):
         items = []
         for i, item in enumerate(node.value):
             src.lines[(*loc, i)] = item.start_mark.line + 1
-            items.append(_construct(item, (*loc, i), src, parents))
+            items.append(_construct(item, (*loc, i), src, parents, budget))
         return items
     try:
         return _LOADER.construct_object(node, deep=True)
@@ -405,8 +451,14 @@ _LOADER = yaml.SafeLoader("")
 def parse_yaml(text: str, file: str) -> tuple[Any, SpecSource]:
     """Parse YAML into plain data plus the line of every field."""
     src = SpecSource(file)
+    if len(text) > MAX_BYTES:
+        raise SpecError([SpecIssue((), f"{len(text):,} characters: too large for a spec "
+                                   f"(at most {MAX_BYTES:,}); is it a data file?", file)])
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except RecursionError:
+        raise SpecError([SpecIssue((), "malformed YAML: values nested too deeply", file)]
+                        ) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
@@ -418,7 +470,10 @@ def parse_yaml(text: str, file: str) -> tuple[Any, SpecSource]:
         raise SpecError([issue]) from None
     if node is None:
         return {}, src
-    return _construct(node, (), src, frozenset()), src
+    try:
+        return _construct(node, (), src, frozenset(), _Budget()), src
+    except _TooBig as exc:
+        raise SpecError([SpecIssue((), exc.message, file, exc.line)]) from None
 
 
 def apply_override(data: dict[str, Any], assignment: str, src: SpecSource) -> None:
@@ -427,6 +482,9 @@ def apply_override(data: dict[str, Any], assignment: str, src: SpecSource) -> No
     if not sep or not key.strip():
         raise SpecError([SpecIssue((), f"--set {assignment!r}: expected key.path=value", "--set")])
     loc = tuple(key.strip().split("."))
+    if not all(part.strip() for part in loc):
+        raise SpecError([SpecIssue((), f"--set {assignment!r}: an empty name in the key "
+                                   "path (expected key.path=value)", "--set")])
     try:
         value = yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError:
@@ -487,12 +545,33 @@ def _issue_from_pydantic(err: Any, src: SpecSource) -> SpecIssue:
     loc = tuple(err["loc"])
     if err["type"] == "extra_forbidden":
         known = _fields_at(loc[:-1])
-        msg = "unknown key" + (f"; known: {', '.join(known)}" if known else "")
+        close = difflib.get_close_matches(str(loc[-1]), known or [], n=1, cutoff=0.6)
+        msg = "unknown key" + (f"; did you mean {close[0]!r}?" if close else "")
+        msg += f"{';' * (not close)} known: {', '.join(known)}" if known else ""
         return src.issue(loc, msg)
     msg = err["msg"]
     if msg.startswith("Value error, "):
         msg = msg[len("Value error, ") :]
     return src.issue(loc, msg)
+
+
+def _without(data: Any, locs: list[Loc]) -> Any:
+    """A copy of ``data`` without the keys at ``locs``; None where that would drop a whole
+    entity or view, or a loc is not a key path of ``data``."""
+    data = copy.deepcopy(data)
+    for loc in locs:
+        if not loc or (loc[0] in ("entities", "views") and len(loc) < 3):
+            return None
+        node = data
+        for part in loc[:-1]:
+            try:
+                node = node[part]
+            except (KeyError, IndexError, TypeError):
+                return None
+        if not isinstance(node, dict) or loc[-1] not in node:
+            return None
+        del node[loc[-1]]
+    return data
 
 
 def validate(data: Any, src: SpecSource, base_dir: Path) -> Spec:
@@ -504,7 +583,12 @@ def validate(data: Any, src: SpecSource, base_dir: Path) -> Spec:
         spec = Spec.model_validate(data, context={"base_dir": base_dir})
     except ValidationError as exc:
         issues = [_issue_from_pydantic(e, src) for e in exc.errors()]
-        raise SpecError([*src.pending, *issues]) from None
+        error = SpecError([*src.pending, *issues])
+        if all(e["type"] != "missing" for e in exc.errors()):
+            rest = _without(data, [tuple(e["loc"]) for e in exc.errors()])
+            if rest is not None:
+                error.attempt = lambda: validate(rest, replace(src, pending=[]), base_dir)
+        raise error from None
     if src.pending:
         raise SpecError(src.pending)
     if spec.base_dir is None:
@@ -517,9 +601,20 @@ def load_spec(path: Path | str, overrides: list[str] | tuple[str, ...] = ()) -> 
     """Read, override and validate a spec file; raise :class:`SpecError` listing every issue."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as fh:
+            raw = fh.read(MAX_BYTES + 1)
     except OSError as exc:
         issue = SpecIssue((), f"cannot read spec: {exc.strerror or exc}", str(path))
+        raise SpecError([issue]) from None
+    if len(raw) > MAX_BYTES:
+        raise SpecError([SpecIssue((), f"larger than {MAX_BYTES:,} bytes: too large for a "
+                                   "spec; is it a data file?", str(path))])
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        issue = SpecIssue((), f"not UTF-8 text (byte {raw[exc.start:exc.start + 1]!r}); a "
+                          "spec is UTF-8: save it as UTF-8", str(path), line)
         raise SpecError([issue]) from None
     data, src = parse_yaml(text, str(path))
     if isinstance(data, dict):

@@ -36,8 +36,12 @@ class Case:
         return self.id
 
 
+_BOX = str.maketrans("", "", "│╭╮╰╯─")
+
+
 def flat(text: str) -> str:
-    return " ".join(text.split())
+    """``text`` with rich's box lines dropped and runs of whitespace as one space."""
+    return " ".join(text.translate(_BOX).split())
 
 
 def run_case(case: Case, template: Path, trained: Path | None, tmp: Path) -> str:

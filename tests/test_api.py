@@ -31,9 +31,9 @@ def test_spec_from_dict_errors_point_at_each_field(tmp_path):
         mmfuse.Spec.from_dict(data, base_dir=tmp_path)
     assert sorted(map(str, err.value.issues)) == [
         "<dict> entities.book.size: Input should be greater than 0",
-        "<dict> views.v.colz: unknown key; known: rows, cols, features, tensor, source, "
-        "encoder, col_encoder, likelihood, columns, sketch_dim, weight, missing, scale, "
-        "decode_from, negatives, encoder_cells, terms"]
+        "<dict> views.v.colz: unknown key; did you mean 'cols'? known: rows, cols, features, "
+        "tensor, source, encoder, col_encoder, likelihood, columns, sketch_dim, weight, "
+        "missing, scale, decode_from, negatives, encoder_cells, terms"]
     with pytest.raises(mmfuse.SpecError, match="a spec is a YAML mapping"):
         mmfuse.Spec.from_dict(["not", "a", "mapping"])
     data["entities"]["book"] = {"size": 3}

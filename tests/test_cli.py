@@ -69,7 +69,8 @@ BROKEN = {
     # name: (old, new, needle on the reported line, field, start of the message)
     "unknown-key": ("    source: {reader: npy, path: text.npy}\n",
                     "    source: {reader: npy, path: text.npy}\n    colour: red\n",
-                    "colour: red", "views.text.colour", "unknown key; known: rows, cols"),
+                    "colour: red", "views.text.colour",
+                    "unknown key; did you mean 'columns'? known:"),
     "unknown-entity": ("    rows: user\n", "    rows: reader\n", "rows: reader",
                        "views.ratings.rows", "unknown entity 'reader'; known entities: book"),
     "wrong-shape": ("shape: [3, 16, 16]", "shape: [3, 8, 8]", "shape: [3, 8, 8]",

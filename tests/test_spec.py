@@ -94,7 +94,8 @@ def test_unknown_key_has_its_line_and_lists_known_keys(tmp_path):
     path = write(tmp_path, MATRIX + "    likelihod: gaussian\n")
     err = spec_error(load_spec, path)
     assert rendered(err, path) == [
-        f"spec.yaml:10 views.v.likelihod: unknown key; known: {VIEW_KEYS}"
+        "spec.yaml:10 views.v.likelihod: unknown key; did you mean 'likelihood'? "
+        f"known: {VIEW_KEYS}"
     ]
     assert err.issues[0].line == 10
     assert err.issues[0].loc == ("views", "v", "likelihod")

@@ -32,6 +32,10 @@ class ErrorHandlingGroup(TyperGroup):
         except SpecError as exc:
             if debug:
                 raise
+            if exc.attempt is not None:  # the schema failed: its references and data too
+                from mmfuse.build import complete
+                from mmfuse.plugins import get_plugins
+                exc = complete(exc, get_plugins())
             for issue in exc.issues:
                 err_console.print(str(issue), style="red", markup=False, highlight=False,
                                   soft_wrap=True)
