@@ -52,6 +52,17 @@ class PluginError(MmfuseError):
     exit_code = 4
 
 
+class Interrupted(BaseException):
+    """SIGTERM (or another signal turned into an exception): exits 128 + the signal number,
+    like a shell reports a process killed by it.  A BaseException, as KeyboardInterrupt is,
+    so that no ``except Exception`` swallows it."""
+
+    def __init__(self, signum: int):
+        self.signum = signum
+        self.exit_code = 128 + signum
+        super().__init__(f"signal {signum}")
+
+
 class DataError(MmfuseError):
     """Data could not be read or prepared (outside a spec: e.g. `mmfuse embed --data`)."""
 

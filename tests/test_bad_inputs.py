@@ -1,25 +1,36 @@
-"""The bad-input corpus: specs, data files, run folders, checkpoints and command lines as a
-careless or hostile user would give them.  Every case must end in a clear project message and
-its documented exit code (README, "Errors"), never an internal error or a traceback."""
+"""The bad-input corpus: specs and command lines as a careless or hostile user would give
+them (data files: ``test_bad_data.py``; run folders, checkpoints, signals in training:
+``test_bad_runs.py``), signals at start-up, and byte-level mutations of every file.  Every
+case must end in a clear project message and its documented exit code (README, "Errors"),
+never an internal error or a traceback."""
 
 from __future__ import annotations
 
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import hypothesis.strategies as st
 import pytest
 from badcase import (
     Case,
     both,
+    flat,
     run_case,
     spec_append,
     spec_replace,
     write_bytes,
     write_text,
 )
+from hypothesis import HealthCheck, given, settings
+from typer.testing import CliRunner
+
+from mmfuse.cli import app
 
 VALIDATE = ("validate", "{spec}")
 TRAIN = ("train", "{spec}", "--out", "{root}/run", "-q", "--no-report", "--epochs", "1")
-
-
-
 
 CASES = [
     # ------------------------------------------------------------------ spec: YAML
@@ -132,3 +143,62 @@ CASES = [
 def test_bad_input(case, template, request, tmp_path):
     trained = request.getfixturevalue("trained_run") if case.needs_run else None
     run_case(case, template, trained, tmp_path)
+
+
+# --------------------------------------------------------------------------- signals at start-up
+
+
+@pytest.mark.parametrize(("signum", "code", "says"), [
+    (signal.SIGINT, 130, "interrupted while starting"),
+    (signal.SIGTERM, 143, "terminated while starting")])
+def test_a_signal_while_starting_exits_with_one_line(signum, code, says):
+    """Ctrl-C or SIGTERM while the command imports torch and the plugins: the documented exit
+    code and one line, not a 40-line KeyboardInterrupt traceback or a silent death."""
+    code_ = "import mmfuse.__main__ as m; print('ready', flush=True); m.main()"
+    child = subprocess.Popen([sys.executable, "-c", code_, "--help"], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    assert child.stdout.readline() == "ready\n"
+    time.sleep(0.1)  # main() has set its handlers; importing torch and the plugins takes >1 s
+    child.send_signal(signum)
+    out, err = child.communicate(timeout=60)
+    assert child.returncode == code, (out, err)
+    assert err.strip() == says
+
+
+# --------------------------------------------------------------------------- byte-level mutations
+
+MUTATED = ["spec.yaml", "text.npy", "ratings.npz", "covers.npy", "book_ids.txt", "label.npy"]
+EDITS = st.lists(st.tuples(st.sampled_from(["flip", "insert", "delete", "truncate"]),
+                           st.floats(0, 1, exclude_max=True), st.integers(0, 255)),
+                 min_size=1, max_size=4)
+
+
+def _mutate(data: bytes, edits) -> bytes:
+    out = bytearray(data)
+    for op, where, byte in edits:
+        i = int(where * len(out)) if out else 0
+        if op == "flip" and out:
+            out[i] ^= byte or 1
+        elif op == "insert":
+            out[i:i] = bytes([byte])
+        elif op == "delete" and out:
+            del out[i]
+        elif op == "truncate":
+            del out[i:]
+    return bytes(out)
+
+
+@settings(max_examples=60, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(name=st.sampled_from(MUTATED), edits=EDITS)
+def test_any_byte_mutation_gives_ok_or_a_project_error(template, tmp_path_factory, name, edits):
+    """A spec or data file with bytes flipped, inserted, deleted or cut off: `validate` says
+    OK (exit 0) or gives a project error (exit 1 or 3) — never an internal error."""
+    root = tmp_path_factory.mktemp("mutant")
+    shutil.copytree(template, root, dirs_exist_ok=True)
+    (root / name).write_bytes(_mutate((root / name).read_bytes(), edits))
+    result = CliRunner().invoke(app, ["validate", str(root / "spec.yaml")])
+    out = flat(result.output)
+    assert result.exit_code in (0, 1, 3), out
+    assert "internal error" not in out and "Traceback" not in result.output, out
+    assert result.exception is None or isinstance(result.exception, SystemExit), out

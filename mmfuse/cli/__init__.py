@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 from typing import Annotated
 
 import typer
@@ -16,7 +17,7 @@ from typer.core import TyperGroup
 from mmfuse import __version__
 from mmfuse.cli import bench, data, inspect, predict, results, train
 from mmfuse.cli.render import err_console
-from mmfuse.errors import MmfuseError, SpecError
+from mmfuse.errors import Interrupted, MmfuseError, SpecError, describe
 
 
 class ErrorHandlingGroup(TyperGroup):
@@ -51,6 +52,15 @@ class ErrorHandlingGroup(TyperGroup):
         except KeyboardInterrupt:
             err_console.print("interrupted", style="yellow")
             raise typer.Exit(130) from None
+        except Interrupted as exc:
+            err_console.print(f"terminated ({signal.Signals(exc.signum).name})", style="yellow")
+            raise typer.Exit(exc.exit_code) from None
+        except OSError as exc:  # disk full, permissions, ... at a path the message names
+            if debug:
+                raise
+            err_console.print(f"error: {describe(exc)}", style="red", markup=False,
+                              highlight=False, soft_wrap=True)
+            raise typer.Exit(1) from None
         except Exception as exc:
             if debug:
                 raise
