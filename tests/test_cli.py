@@ -494,3 +494,19 @@ def test_spec_dataset_with_unknown_params_is_a_spec_error(tmp_path, monkeypatch)
     assert "spec.yaml:2 dataset: goodreads: unknown params ['n_boks']" in out
     assert "Traceback" not in result.output
     assert not (tmp_path / "gr" / "covers.npy").exists()
+
+
+def test_schema_is_the_spec_json_schema():
+    result = invoke("schema")
+    assert result.exit_code == 0, result.output
+    schema = json.loads(result.output)
+    assert set(schema["properties"]) == set(mmfuse.Spec.model_fields)
+    assert set(schema["required"]) == {"name", "entities", "views"}
+    assert schema["additionalProperties"] is False  # unknown keys are errors in editors too
+    view = schema["$defs"]["ViewSpec"]["properties"]
+    assert view["likelihood"]["description"] == "a registered likelihood"
+
+
+def test_shell_completion_is_offered():
+    result = invoke("--help")
+    assert "--install-completion" in result.output

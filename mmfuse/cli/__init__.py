@@ -76,7 +76,7 @@ app = typer.Typer(
     help="Learn entity representations jointly from any collection of matrices and tensors.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
+    add_completion=True,
 )
 
 

@@ -69,7 +69,18 @@ def plugins_command() -> None:
     console.print(table)
 
 
+def schema_command() -> None:
+    """Print the spec's JSON schema (for editors: yaml-language-server, VS Code, PyCharm)."""
+    import json
+
+    from mmfuse.spec import Spec
+    schema = {"$schema": "https://json-schema.org/draft/2020-12/schema",
+              **Spec.model_json_schema()}
+    typer.echo(json.dumps(schema, indent=2))
+
+
 def register(app: typer.Typer) -> None:
     app.command("validate")(validate_command)
     app.command("graph")(graph_command)
     app.command("plugins")(plugins_command)
+    app.command("schema")(schema_command)
