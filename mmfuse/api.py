@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import platform
 import resource
@@ -32,7 +33,7 @@ from mmfuse.model import Batch
 from mmfuse.plugin_api import Callback
 from mmfuse.plugins import Plugins, get_plugins
 from mmfuse.predict import CellModel
-from mmfuse.run import RunDir
+from mmfuse.run import RunDir, RunFolderError
 from mmfuse.spec import Spec
 from mmfuse.strategy import make_strategy
 from mmfuse.training import Trainer, embed_all
@@ -117,39 +118,58 @@ def train(spec: Spec, out: Path | str | None = None, *, resume: bool = False,
     plugins = plugins or get_plugins()
     strategy = make_strategy(spec, device)
     try:
-        run = RunDir(strategy.broadcast(Path(out) if out else default_run_dir(spec)))
-        if resume and not run.checkpoint_file.is_file():
-            raise MmfuseError(f"nothing to resume: no checkpoint in {run.root}")
-        if not resume and run.checkpoint_file.exists():
-            raise MmfuseError(f"{run.root} already holds a run; add --resume to continue "
-                              "it, or choose another --out")
-        with strategy.main_first():  # rank 0 prepares data sets and caches
-            built = build(spec, plugins, strategy.device, strategy.shard)
-        cost = estimate(built)
-        log.info("estimated peak memory %.0f MiB", cost.peak_bytes / 2**20)
-        if not ignore_memory:
-            check_memory(cost)
-        observers = [plugins.callbacks.get(name)() for name in spec.train.callbacks]
-        trainer = Trainer(built, run, [*observers, *callbacks], strategy)
-        if resume:
-            trainer.resume()
-        started = time.time()
-        if strategy.is_main:
-            run.write_spec(spec)
-            run.write_manifest(_manifest(built, trainer, started, "training"))
-        trainer.fit()
-        evaluation = None
-        if strategy.is_main:
-            for entity in spec.entities:
-                run.write_embeddings(entity, embed_all(built, entity), built.data.ids[entity])
-            for view, cells in built.data.held.items():
-                run.write_holdout(view, cells)
-            if evaluate and spec.evaluate is not None:
-                evaluation = evaluate_run(run, spec, built.data)
-            run.write_manifest(_manifest(built, trainer, started, "done"))
-        strategy.barrier()  # the others wait for rank 0's run folder
+        with contextlib.ExitStack() as held:
+            run = RunDir(strategy.broadcast(Path(out) if out else default_run_dir(spec)))
+            _claim(run, resume, strategy, held)
+            return _train(spec, run, resume, callbacks, plugins, strategy, evaluate,
+                          ignore_memory)
     finally:
         strategy.close()
+
+
+def _claim(run: RunDir, resume: bool, strategy, held: contextlib.ExitStack) -> None:
+    """Rank 0 takes the run folder (checked, locked until ``held`` closes); every process
+    of a job raises the same error when it may not."""
+    refused = None
+    if strategy.is_main:
+        try:
+            held.enter_context(run.claim(resume))
+        except MmfuseError as exc:
+            refused = exc
+    message = strategy.broadcast(str(refused) if refused else None)
+    if refused is not None:
+        raise refused
+    if message is not None:
+        raise RunFolderError(message)
+
+
+def _train(spec: Spec, run: RunDir, resume: bool, callbacks: Sequence[Callback],
+           plugins: Plugins, strategy, evaluate: bool, ignore_memory: bool) -> TrainResult:
+    with strategy.main_first():  # rank 0 prepares data sets and caches
+        built = build(spec, plugins, strategy.device, strategy.shard)
+    cost = estimate(built)
+    log.info("estimated peak memory %.0f MiB", cost.peak_bytes / 2**20)
+    if not ignore_memory:
+        check_memory(cost)
+    observers = [plugins.callbacks.get(name)() for name in spec.train.callbacks]
+    trainer = Trainer(built, run, [*observers, *callbacks], strategy)
+    if resume:
+        trainer.resume()
+    started = time.time()
+    if strategy.is_main:  # the manifest first: it marks the folder as a run (RunDir.is_run)
+        run.write_manifest(_manifest(built, trainer, started, "training"))
+        run.write_spec(spec)
+    trainer.fit()
+    evaluation = None
+    if strategy.is_main:
+        for entity in spec.entities:
+            run.write_embeddings(entity, embed_all(built, entity), built.data.ids[entity])
+        for view, cells in built.data.held.items():
+            run.write_holdout(view, cells)
+        if evaluate and spec.evaluate is not None:
+            evaluation = evaluate_run(run, spec, built.data)
+        run.write_manifest(_manifest(built, trainer, started, "done"))
+    strategy.barrier()  # the others wait for rank 0's run folder
     return TrainResult(run, built, trainer, evaluation)
 
 
@@ -173,8 +193,7 @@ def load_trained(run: RunDir, plugins: Plugins | None = None) -> Built:
     """Rebuild a run's model from its resolved spec and load its checkpoint (on the CPU)."""
     spec = run.read_spec()
     built = build(spec, plugins or get_plugins(), device="cpu")
-    state = run.load_checkpoint("cpu")
-    built.model.load_state_dict(state["model"])
+    run.load_checkpoint("cpu", spec=spec, model=built.model)
     built.model.eval()
     return built
 

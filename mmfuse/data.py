@@ -18,15 +18,19 @@ import numpy as np
 import scipy.sparse as sp
 
 from mmfuse.cache import cached_array
-from mmfuse.errors import SpecError, SpecIssue
+from mmfuse.errors import MmfuseError, SpecError, SpecIssue, describe
 from mmfuse.holdout import HeldCells, split_view
-from mmfuse.plugin_api import ReadContext, ViewArray
+from mmfuse.plugin_api import ReadContext, ViewArray, check_params, declared_params
 from mmfuse.plugins import Plugins
 from mmfuse.spec import Spec
 
 log = logging.getLogger(__name__)
 
 CHUNK = 4096  # rows per chunk when scanning a whole array
+SCAN_CELLS = 1 << 22  # cells per block when checking every value of a view
+#: values beyond this magnitude get a warning: squared in the loss they overflow float32 sums
+#: (3.4e38) or drown every other view, and training diverges
+LARGE_VALUE = 1e12
 
 
 def sorted_order(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -383,9 +387,38 @@ class Data:
         return {name: list(v.shape) for name, v in self.views.items()}
 
 
-def _read_ids(path: Path) -> list[str]:
-    with path.open(encoding="utf-8") as fh:
-        return [line.rstrip("\r\n") for line in fh if line.strip()]
+def read_ids(path: Path) -> list[str]:
+    """The ids of an ids file: UTF-8 text, one id a line (a trailing newline, or trailing
+    blank lines, are fine).  A ValueError says what is wrong: not a file, not UTF-8, no ids,
+    a blank line among the ids (it would shift every id after it), an id listed twice."""
+    if path.is_dir():
+        raise ValueError(f"{path} is a folder; `ids` names a text file, one id a line")
+    if not path.exists():
+        raise ValueError(f"file not found: {path}")
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[:exc.start].count(b"\n") + 1
+        raise ValueError(f"{path}: line {line} is {describe(exc)}") from exc
+    lines = [line.removesuffix("\r") for line in text.split("\n")]
+    while lines and not lines[-1].strip():
+        lines.pop()
+    if not lines:
+        raise ValueError(f"{path} lists no ids; write one id a line")
+    blank = [i + 1 for i, line in enumerate(lines) if not line.strip()]
+    if blank:
+        more = f" (and {len(blank) - 1} more)" if len(blank) > 1 else ""
+        raise ValueError(f"{path}: line {blank[0]}{more} is blank, among the ids; remove it "
+                         "(one id a line: a blank line would shift every id after it)")
+    first: dict[str, int] = {}
+    for i, ident in enumerate(lines, 1):
+        if ident in first:
+            n_dup = len(lines) - len(set(lines))
+            raise ValueError(f"{path}: ids are not unique: {ident!r} is on lines {first[ident]} "
+                             f"and {i} ({n_dup:,} repeated lines in all); ids must be unique")
+        first[ident] = i
+    return lines
 
 
 def _first_difference(a: list[str], b: list[str]) -> str:
@@ -395,6 +428,22 @@ def _first_difference(a: list[str], b: list[str]) -> str:
     return f"lengths {len(a)} and {len(b)}"
 
 
+def failure(exc: Exception, what: str) -> str:
+    """What a user reads when plugin or third-party code raised ``exc`` while doing ``what``
+    ("reader 'npy' cannot read /data/x.npy"): the problem, and the fix where it is known."""
+    if isinstance(exc, MemoryError):
+        return (f"{what}: not enough memory; keep the data memory-mapped (.npy), store it "
+                "sparse (.npz), or use a machine with more memory")
+    hint = ""
+    if isinstance(exc, IsADirectoryError):
+        hint = "; `path` names a folder where a file is expected"
+    elif isinstance(exc, PermissionError):
+        hint = "; make it readable (chmod u+r) or run as a user who can read it"
+    elif not isinstance(exc, (ValueError, OSError)):  # not a message the plugin wrote for us
+        hint = "; is the file complete, and in the format this reader reads?"
+    return f"{what}: {describe(exc)}{hint}"
+
+
 def prepare_dataset(spec: Spec, plugins: Plugins) -> str | None:
     """Let the spec's dataset plugin prepare its folder; return what it says about the data."""
     if spec.dataset is None:
@@ -402,31 +451,66 @@ def prepare_dataset(spec: Spec, plugins: Plugins) -> str | None:
     dataset = plugins.datasets.get(spec.dataset.name)
     try:
         return dataset.ensure(spec.dataset.root, dict(spec.dataset.params))
-    except (ValueError, OSError) as exc:
-        raise SpecError([spec.issue(("dataset",), str(exc))]) from None
+    except MmfuseError:
+        raise
+    except Exception as exc:  # plugin code: its message, at the spec's dataset field
+        msg = (str(exc) if isinstance(exc, (ValueError, OSError)) and str(exc)
+               else failure(exc, f"dataset {spec.dataset.name!r}"))
+        raise SpecError([spec.issue(("dataset",), msg)]) from exc
 
 
-def load_data(spec: Spec, plugins: Plugins) -> Data:
-    """Read every view and check it; raise :class:`SpecError` listing every problem."""
-    message = prepare_dataset(spec, plugins)
+def reader_param_issues(spec: Spec, plugins: Plugins) -> list[SpecIssue]:
+    """Every view's ``source.params`` checked against the params model its reader declared
+    (:func:`mmfuse.plugin_api.reader_params`): unknown params (with "did you mean") and wrong
+    types, each at ``views.VIEW.source.params.KEY``.  An unknown reader is skipped (the
+    spec's references report it); an undeclared one checks its params itself."""
     issues: list[SpecIssue] = []
-    sizes: dict[str, int] = {}
-    ids: dict[str, list[str]] = {}
+    for vname, v in spec.views.items():
+        if v.source.reader not in plugins.readers:
+            continue
+        model = declared_params(plugins.readers.get(v.source.reader))
+        if model is None:
+            continue
+        _, problems = check_params(model, v.source.params)
+        loc = ("views", vname, "source", "params")
+        issues += [spec.issue((*loc, *where), f"reader {v.source.reader!r}: {msg}")
+                   for where, msg in problems]
+    return issues
+
+
+def _read_entity_ids(spec: Spec, sizes: dict[str, int], ids: dict[str, list[str]]
+                     ) -> list[SpecIssue]:
+    issues: list[SpecIssue] = []
     for ename, ent in spec.entities.items():
         if ent.ids is None:
             if ent.size is not None:
                 sizes[ename] = ent.size
             continue
-        if not ent.ids.is_file():
-            issues.append(spec.issue(("entities", ename, "ids"), f"file not found: {ent.ids}"))
+        try:
+            ids[ename] = read_ids(ent.ids)
+        except (ValueError, OSError) as exc:
+            issues.append(spec.issue(("entities", ename, "ids"), str(exc) if isinstance(
+                exc, ValueError) else failure(exc, f"cannot read {ent.ids}")))
             continue
-        ids[ename] = _read_ids(ent.ids)
-        if len(set(ids[ename])) != len(ids[ename]):
-            issues.append(spec.issue(("entities", ename, "ids"), "ids are not unique"))
         if ent.size is not None and ent.size != len(ids[ename]):
             msg = f"size {ent.size} but the ids file lists {len(ids[ename])} ids"
             issues.append(spec.issue(("entities", ename, "size"), msg))
         sizes[ename] = len(ids[ename])
+    return issues
+
+
+def load_data(spec: Spec, plugins: Plugins) -> Data:
+    """Read every view and check it (its reader's params, dtype, values, shape, ids), and
+    the evaluation targets' labels; raise :class:`SpecError` listing every problem."""
+    from mmfuse.evaluate import target_issues  # evaluate imports this module
+
+    message = prepare_dataset(spec, plugins)
+    issues = reader_param_issues(spec, plugins)
+    bad_params = {i.loc[1] for i in issues}
+    sizes: dict[str, int] = {}
+    ids: dict[str, list[str]] = {}
+    issues += _read_entity_ids(spec, sizes, ids)
+    cause: BaseException | None = None  # the first plugin exception, for --debug
 
     views: dict[str, MatrixData | TensorData] = {}
     info: dict[str, dict[str, Any]] = {}
@@ -436,6 +520,8 @@ def load_data(spec: Spec, plugins: Plugins) -> Data:
     for vname, v in spec.views.items():
         loc = ("views", vname)
         src = v.source
+        if vname in bad_params:
+            continue
         if src.path is not None and not src.path.exists():
             issues.append(spec.issue((*loc, "source", "path"), f"file not found: {src.path}"))
             continue
@@ -445,17 +531,32 @@ def load_data(spec: Spec, plugins: Plugins) -> Data:
             col_ids=ids.get(v.cols) if v.cols else None,
             spec_dir=spec.base_dir or Path.cwd(),
         )
+        where = str(src.path) if src.path is not None else f"reader {src.reader!r}"
         try:
             read = plugins.readers.get(src.reader)(src.path, dict(src.params), ctx)
-        except (ValueError, OSError, KeyError, TypeError) as exc:
-            issues.append(spec.issue((*loc, "source"), f"reader {src.reader!r}: {exc}"))
+        except MmfuseError:
+            raise
+        except Exception as exc:  # plugin and third-party code: never an internal error
+            what = (f"reader {src.reader!r} cannot read {src.path}" if src.path is not None
+                    else f"reader {src.reader!r}")
+            issues.append(spec.issue((*loc, "source"), failure(exc, what)))
+            cause = cause or exc
             continue
         if not isinstance(read, ViewArray):
             read = ViewArray(data=read)
+        if not (isinstance(read.data, np.ndarray) or sp.issparse(read.data)):
+            msg = (f"reader {src.reader!r} returned {type(read.data).__name__} for {where}; a "
+                   "reader returns a numpy array or a scipy sparse matrix (a plugin bug)")
+            issues.append(spec.issue((*loc, "source"), msg))
+            continue
         if v.features and read.data.ndim == 1:  # one feature
             read = replace(read, data=read.data.reshape(-1, 1), mask=None
                                        if read.mask is None else read.mask.reshape(-1, 1))
-        issues += _check_view(spec, vname, read, sizes, ids)
+        found = _check_view(spec, vname, read, sizes, ids, where)
+        found += [] if found else _check_values(spec, vname, read, where)
+        issues += found
+        if found:
+            continue
         info[vname] = dict(read.info)
         if vname in held_views and not issues:
             try:
@@ -472,16 +573,108 @@ def load_data(spec: Spec, plugins: Plugins) -> Data:
             views[vname] = MatrixData(read.data, read.mask, zero_missing=v.missing == "zero")
             if read.mask is None and v.missing != "zero" and not views[vname].sparse:
                 _warn_if_mostly_zero(vname, views[vname])
-            if v.missing == "forbid" and views[vname].has_nan():
-                issues.append(spec.issue((*loc, "missing"), "the data has NaN cells"))
-            elif v.scale == "standard" and not issues:
+            if v.scale == "standard" and not issues:
                 views[vname].standardize()
+    issues += target_issues(spec, sizes)
     if issues:
-        raise SpecError(issues)
+        raise SpecError(issues) from cause
     for ename, n in sizes.items():
         ids.setdefault(ename, [str(i) for i in range(n)])
     return Data(sizes=sizes, ids=ids, views=views, info=info, dataset_message=message,
                 held=held)
+
+
+_KINDS = {"U": "text", "S": "bytes", "O": "Python objects", "c": "complex numbers",
+          "M": "dates", "m": "time spans", "V": "structured records"}
+
+
+def dtype_problem(dtype: np.dtype) -> str | None:
+    """Why a view cannot hold data of ``dtype`` (None: numeric or bool, fine)."""
+    if dtype.kind in "biuf":
+        return None
+    kind = _KINDS.get(dtype.kind, f"dtype {dtype}")
+    fix = {
+        "c": "mmfuse takes real numbers and never drops an imaginary part: store the real and "
+             "imaginary parts as separate columns or views, or the magnitude (np.abs)",
+        "U": "encode categories as numbers (one-hot), or read documents with a text "
+             "featurizer (reader tfidf, word2vec or glove)",
+        "M": "convert them to numbers (e.g. days since a date)",
+        "m": "convert them to numbers (e.g. seconds)",
+    }.get(dtype.kind, "save it as a numeric array (e.g. np.save(path, x.astype(np.float32)))")
+    return f"holds {kind} (dtype {dtype}), not numbers: a view's data must be numeric or " \
+           f"boolean; {fix}"
+
+
+def _value_stats(read: ViewArray) -> tuple[int, int, float, int]:
+    """(infinite cells, NaN cells, largest finite magnitude, cells looked at) over the
+    observed cells: a sparse matrix's stored values only, a dense array (memory-mapped
+    or not) in blocks of ``SCAN_CELLS`` cells, never all at once."""
+    data = read.data
+    if sp.issparse(data):
+        if data.format not in ("csr", "csc", "coo"):
+            data = sp.csr_array(data)
+        blocks = [(np.asarray(data.data), None)]
+    else:
+        per_row = max(1, int(np.prod(data.shape[1:], dtype=np.int64)))
+        step = max(1, SCAN_CELLS // per_row)
+        mask = read.mask
+        blocks = ((np.asarray(data[s:s + step]),
+                   None if mask is None else np.asarray(mask[s:s + step], dtype=bool))
+                  for s in range(0, data.shape[0], step))
+    n_inf = n_nan = cells = 0
+    largest = 0.0
+    floating = data.dtype.kind == "f"
+    for values, observed in blocks:
+        if observed is not None:
+            values = values[observed]
+        cells += values.size
+        if not values.size:
+            continue
+        magnitude = np.abs(values)
+        if floating:
+            nan = np.isnan(magnitude)
+            inf = np.isinf(magnitude)
+            bad = nan | inf
+            if bad.any():
+                n_nan += int(nan.sum())
+                n_inf += int(inf.sum())
+                magnitude = magnitude[~bad]
+        if magnitude.size:
+            largest = max(largest, float(magnitude.max()))
+    return n_inf, n_nan, largest, cells
+
+
+def _check_values(spec: Spec, vname: str, read: ViewArray, where: str) -> list[SpecIssue]:
+    """A view's dtype (numeric or bool), its values (no infinite cell; no NaN where
+    ``missing: forbid``) and their scale (a warning when they are too large to train on)."""
+    v = spec.views[vname]
+    loc = ("views", vname, "source")
+    problem = dtype_problem(np.dtype(read.data.dtype))
+    if problem is not None:
+        return [spec.issue(loc, f"{where} {problem}")]
+    if read.data.dtype.kind == "b" or (read.data.dtype.kind in "iu"
+                                       and read.data.dtype.itemsize <= 4):
+        return []  # no inf, no NaN, nothing beyond 4.3e9
+    n_inf, n_nan, largest, cells = _value_stats(read)
+    issues = []
+    if n_inf:
+        issues.append(spec.issue(loc, f"{where} has {n_inf:,} infinite cells (of {cells:,}); "
+                                      "mmfuse takes finite numbers: replace them (by NaN where "
+                                      "they mean 'unknown': a NaN cell is missing)"))
+    if n_nan and v.missing == "forbid":
+        issues.append(spec.issue(("views", vname, "missing"),
+                                 f"{where} has {n_nan:,} NaN cells, and `missing: forbid` says "
+                                 "no cell may be missing; fill them in, or drop `missing: "
+                                 "forbid` (NaN cells are then missing)"))
+    if largest > LARGE_VALUE and not (v.scale == "standard" and not v.is_tensor):
+        fix = ("rescale the file (e.g. to [0, 1])" if v.is_tensor else
+               "set `scale: standard` on the view (each column to mean 0, std 1) or rescale "
+               "the file")
+        log.warning("%s", spec.issue(loc, f"{where} has values as large as {largest:.3g} "
+                                          f"(beyond {LARGE_VALUE:.0e}): squared in the loss "
+                                          "they overflow or drown every other view, and "
+                                          f"training diverges; {fix}"))
+    return issues
 
 
 def _warn_if_mostly_zero(vname: str, matrix: MatrixData, share: float = 0.5) -> None:
@@ -496,18 +689,23 @@ def _warn_if_mostly_zero(vname: str, matrix: MatrixData, share: float = 0.5) -> 
                     "`mask:` file, or store it sparse (.npz)", vname, 100 * zeros)
 
 
-def _check_view(spec, vname, read: ViewArray, sizes, ids) -> list[SpecIssue]:
+def _check_view(spec, vname, read: ViewArray, sizes, ids, where: str) -> list[SpecIssue]:
+    """A view's shape against its spec and its entities' sizes and ids."""
     v = spec.views[vname]
     loc = ("views", vname)
     shape = tuple(read.data.shape)
     issues: list[SpecIssue] = []
+    if len(shape) and 0 in shape:
+        empty = "rows" if shape[0] == 0 else "columns"
+        return [spec.issue((*loc, "source"), f"{where} holds no data: 0 {empty} (shape "
+                                             f"{list(shape)}); a view needs at least one cell")]
 
     def check_axis(axis: int, ename: str, role: str, given_ids: list[str] | None):
         n = shape[axis]
         if ename not in sizes:
             sizes[ename] = n
         elif sizes[ename] != n:
-            msg = f"{n} {role}s but entity {ename!r} has {sizes[ename]} instances"
+            msg = f"{where} has {n} {role}s but entity {ename!r} has {sizes[ename]} instances"
             issues.append(spec.issue((*loc, role + "s"), msg))
             return
         if given_ids is not None and ename not in ids:  # the first reader that knows them
@@ -516,15 +714,15 @@ def _check_view(spec, vname, read: ViewArray, sizes, ids) -> list[SpecIssue]:
                 msg = f"the {role} ids it gives entity {ename!r} are not unique"
                 issues.append(spec.issue((*loc, "source"), msg))
         elif given_ids is not None and list(given_ids) != ids[ename]:
-            where = _first_difference(list(given_ids), ids[ename])
+            differ = _first_difference(list(given_ids), ids[ename])
             msg = (f"{role}s are not in the order of entity {ename!r} ids "
-                   f"(first difference at {where})")
+                   f"(first difference at {differ})")
             issues.append(spec.issue((*loc, "source"), msg))
 
     if v.is_tensor:
         want = tuple(v.tensor.shape)
         if shape[1:] != want:
-            msg = f"data has shape {list(shape)}; expected [n, {', '.join(map(str, want))}]"
+            msg = f"{where} has shape {list(shape)}; expected [n, {', '.join(map(str, want))}]"
             issues.append(spec.issue((*loc, "tensor", "shape"), msg))
             return issues
         check_axis(0, v.rows, "row", read.row_ids)
@@ -535,10 +733,12 @@ def _check_view(spec, vname, read: ViewArray, sizes, ids) -> list[SpecIssue]:
                     f"{list(shape[1:])}}}`)" if len(shape) > 2 else
                     "; a 1-D array is one feature of each row: `features: true`"
                     if len(shape) == 1 else "")
-            return [spec.issue((*loc, "source"), f"{kind} data; got shape {list(shape)}{hint}")]
+            return [spec.issue((*loc, "source"),
+                               f"{where}: {kind} data; got shape {list(shape)}{hint}")]
         check_axis(0, v.rows, "row", read.row_ids)
         if not v.features:
             check_axis(1, v.cols, "col", read.col_ids)
         if read.mask is not None and tuple(read.mask.shape) != shape:
-            issues.append(spec.issue((*loc, "source"), "mask shape differs from data shape"))
+            issues.append(spec.issue((*loc, "source"), f"{where}: the reader's mask has shape "
+                                     f"{list(read.mask.shape)}, the data {list(shape)}"))
     return issues

@@ -25,14 +25,14 @@ from sklearn.model_selection import train_test_split
 
 from mmfuse.baselines import CONCAT, PCA_NAME, BaselineFeatures, views_touching
 from mmfuse.data import Data
-from mmfuse.errors import SpecError, SpecIssue
+from mmfuse.errors import SpecError, SpecIssue, describe
 from mmfuse.probes import evaluate_probe, floor_scores, make_probe, task_scores
 from mmfuse.spec import Spec, SplitSpec, TargetSpec
 
 log = logging.getLogger(__name__)
 
 __all__ = ["evaluate_embeddings", "evaluate_target", "load_labels", "make_probe",
-           "scores", "split_indices", "baseline_views", "check_evaluate"]
+           "scores", "split_indices", "baseline_views", "check_evaluate", "target_issues"]
 
 scores = task_scores  # the name earlier versions exported
 
@@ -96,27 +96,80 @@ def split_indices(y: np.ndarray, split: SplitSpec,
     return np.sort(train), np.sort(test)
 
 
-def _target_values(name: str, target: TargetSpec, n: int,
+def _target_values(name: str, target: TargetSpec, n: int | None,
                    spec: Spec) -> tuple[np.ndarray, np.ndarray]:
-    """The target's values for the kept instances, and the keep mask (values not missing)."""
+    """The target's values for the kept instances, and the keep mask (values not missing);
+    a :class:`SpecError` at ``evaluate.targets.NAME`` says what is wrong with the labels
+    (``n``: the entity's size, None where it is not known)."""
     loc = ("evaluate", "targets", name)
-    if not target.path.is_file():
-        raise SpecError([spec.issue((*loc, "path"), f"file not found: {target.path}")])
-    y = load_labels(target.path)
-    if len(y) != n:
-        msg = f"{len(y)} values but entity {target.entity!r} has {n} instances"
-        raise SpecError([spec.issue((*loc, "path"), msg)])
+    path, file = target.path, target.path.name
+
+    def fail(field: str, msg: str, cause: BaseException | None = None):
+        raise SpecError([spec.issue((*loc, field), msg)]) from cause
+
+    if path.is_dir():
+        fail("path", f"{path} is a folder; a target's `path` is a .npy or text file")
+    if not path.is_file():
+        fail("path", f"file not found: {path}")
+    try:
+        y = load_labels(path)
+    except Exception as exc:  # numpy's and the file's own problems, never an internal error
+        fail("path", f"cannot read {path}: {describe(exc)}; save the labels as a .npy array "
+                     "of numbers or strings (not pickled objects) or a text file, one value "
+                     "a line", exc)
+    if target.task != "multilabel" and y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.ndim == 0 or (target.task != "multilabel" and y.ndim != 1):
+        fail("path", f"{file} has shape {list(y.shape)}; a {target.task} target has one "
+                     "value per instance")
+    if n is not None and len(y) != n:
+        fail("path", f"{file} has {len(y)} values but entity {target.entity!r} has {n} "
+                     "instances; one value per instance, in the entity's order")
     if target.task == "multilabel":
         return _multilabel_values(y, spec, loc)
+    if y.dtype.kind not in "biufUO":
+        fail("path", f"{file} holds {y.dtype} values; labels are numbers or strings")
     if y.dtype.kind == "f":
         keep = ~np.isnan(y)
     else:
-        keep = np.array([v is not None for v in y]) if y.dtype == object else np.ones(n, bool)
-    if target.task == "classification" and y.dtype.kind == "f" and np.all(np.mod(y[keep], 1) == 0):
+        keep = np.array([v is not None for v in y]) if y.dtype == object else np.ones(len(y), bool)
+    if target.task == "regression":
+        if y.dtype.kind not in "biuf":
+            example = next((str(v) for v in y[keep]), None)
+            fail("task", f"{file} holds text (e.g. {example!r}): a regression target needs "
+                         "numbers; for categories use `task: classification`")
+        if np.isinf(y[keep].astype(np.float64)).any():
+            fail("path", f"{file} has {int(np.isinf(y[keep]).sum())} infinite values; "
+                         "leave a value missing as NaN (or an empty line)")
+    elif y.dtype.kind == "f" and np.all(np.mod(y[keep], 1) == 0):
         y = np.where(keep, y, 0).astype(np.int64)
-    elif target.task == "regression" and y.dtype.kind not in "fiu":
-        raise SpecError([spec.issue((*loc, "task"), "regression needs numeric values")])
+    if keep.sum() < 2:
+        fail("path", f"{file} has {int(keep.sum())} values that are not missing; a target "
+                     "needs at least two")
+    if target.task == "classification":
+        classes = np.unique(y[keep].astype(str) if y.dtype == object else y[keep])
+        if len(classes) < 2:
+            fail("path", f"{file} has one class ({classes[0].item()!r}) in all its "
+                         f"{int(keep.sum())} "
+                         "values: a classification target needs two or more classes")
     return y[keep], keep
+
+
+def target_issues(spec: Spec, sizes: Mapping[str, int]) -> list[SpecIssue]:
+    """Every evaluation target's labels checked before training (what ``evaluate`` would
+    find after it): the file is there and readable, one value per instance of the entity
+    (``sizes``), numbers for regression, two classes or more for classification."""
+    if spec.evaluate is None:
+        return []
+    issues: list[SpecIssue] = []
+    for name, target in spec.evaluate.targets.items():
+        if target.entity not in spec.entities:
+            continue  # an unknown entity: the spec's references report it
+        try:
+            _target_values(name, target, sizes.get(target.entity), spec)
+        except SpecError as exc:
+            issues += exc.issues
+    return issues
 
 
 def _multilabel_values(y: np.ndarray, spec: Spec, loc: tuple) -> tuple[np.ndarray, np.ndarray]:

@@ -2,7 +2,11 @@
 as ``torchrun --standalone --nproc-per-node N`` starts them; each runs the same function.
 
 One process failing stops the others (the launcher's agent ends them) and raises
-:class:`LaunchError`, which names the failed ranks and why.
+:class:`LaunchError`, which names the failed ranks and why.  SIGINT (Ctrl-C) or SIGTERM to
+this process ends the job the same way, raising KeyboardInterrupt or
+:class:`~mmfuse.errors.Interrupted` here (exit 130 / 143): the processes themselves leave
+signals to the launcher, which ends them (the checkpoint is written atomically, so the last
+one stays intact).
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -18,7 +23,7 @@ from torch.distributed.elastic.multiprocessing.api import SignalException
 from torch.distributed.elastic.multiprocessing.errors import ChildFailedError, get_error_handler
 from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
-from mmfuse.errors import MmfuseError
+from mmfuse.errors import Interrupted, MmfuseError
 from mmfuse.strategy import process_device
 
 
@@ -48,12 +53,18 @@ def launch(nproc: int, device: str, fn: Callable[..., Any], *args: Any) -> None:
         except ChildFailedError as exc:
             raise _failure(exc) from None
         except SignalException as exc:  # Ctrl-C or a signal to this launcher
-            raise KeyboardInterrupt(str(exc)) from None
+            if exc.sigval == signal.SIGINT:
+                raise KeyboardInterrupt(str(exc)) from None
+            raise Interrupted(int(exc.sigval)) from None
 
 
 def _process(fn: Callable[..., Any], *args: Any) -> None:
     """One process of the job: a project error ends it with its exit code and a message for
-    the launcher (no traceback); anything else is recorded with its traceback."""
+    the launcher (no traceback); anything else is recorded with its traceback.  Ctrl-C
+    reaches every process of the terminal's group: the launcher alone answers it (it ends
+    the processes with SIGTERM, which ends a process at once)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     try:
         fn(*args)
     except MmfuseError as exc:

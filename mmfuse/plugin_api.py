@@ -5,12 +5,15 @@ Built-in plugins in ``plugins/`` implement exactly these; a third-party plugin d
 
 from __future__ import annotations
 
+import difflib
+import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 if TYPE_CHECKING:
     import scipy.sparse
@@ -67,8 +70,84 @@ class ReadContext:
 
 
 #: ``reader(path, params, context) -> ViewArray``; raise ``ValueError``/``OSError`` with a
-#: clear message on bad input: mmfuse reports it at the view's ``source`` field.
+#: clear message on bad input: mmfuse reports it at the view's ``source`` field, naming the
+#: file (whatever else a reader raises is reported there too, its cause kept for ``--debug``).
+#: Declare its params with :func:`reader_params`.
 Reader = Callable[[Path | None, Mapping[str, Any], ReadContext], ViewArray]
+
+
+class ReaderParams(BaseModel):
+    """Base of a reader's params model (:func:`reader_params`): types are strict (a YAML
+    ``true`` is a bool, ``"5"`` is no number), numbers finite; a field's default is the
+    param's default."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False, frozen=True)
+
+
+#: Where a problem with a params mapping is (keys under ``params``) and what it is.
+ParamProblem = tuple[tuple[str | int, ...], str]
+
+
+def check_params(model: type[BaseModel], params: Mapping[str, Any]
+                 ) -> tuple[dict[str, Any], list[ParamProblem]]:
+    """``params`` validated by ``model``: the values with every default filled in (a plain
+    dict), and every problem at its key: an unknown param (with the closest known one), a
+    wrong type, a value out of range."""
+    known = sorted(model.model_fields)
+    problems: list[ParamProblem] = []
+    for key in params:
+        if key not in model.model_fields:
+            close = difflib.get_close_matches(str(key), known, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            problems.append(((key,), f"unknown params [{key!r}]; known: {known}{hint}"))
+    given = {k: v for k, v in params.items() if k in model.model_fields}
+    try:
+        values = model.model_validate(given)
+    except ValidationError as exc:
+        by_key: dict[tuple[str | int, ...], list[str]] = {}
+        for err in exc.errors():
+            loc = tuple(err["loc"][:1])  # () : the params as a whole
+            msg = err["msg"].removeprefix("Value error, ")
+            if err["type"] != "value_error" and loc:
+                msg += f"; got {err['input']!r}"
+            if msg not in by_key.setdefault(loc, []):
+                by_key[loc].append(msg)
+        problems += [(loc, " or ".join(msgs)) for loc, msgs in by_key.items()]
+        return dict(given), problems
+    return values.model_dump(), problems
+
+
+def reader_params(model: type[BaseModel]) -> Callable[[Reader], Reader]:
+    """Declare a reader's params: ``@reader_params(NpyParams)`` above ``def read_npy(path,
+    params, ctx)``, ``NpyParams`` a pydantic model (subclass :class:`ReaderParams`).  mmfuse
+    checks a spec's ``source.params`` against it with the rest of the spec: an unknown param
+    (with "did you mean") or a wrong type is a spec error at its line.  The reader receives
+    the params validated, every default filled in, as a plain dict; called directly with bad
+    params, it raises a ``ValueError`` naming every problem."""
+    if not (isinstance(model, type) and issubclass(model, BaseModel)):
+        raise TypeError(f"reader_params() takes a pydantic model class; got {model!r}")
+
+    def mark(reader: Reader) -> Reader:
+        @functools.wraps(reader)
+        def checked(path: Path | None, params: Mapping[str, Any], ctx: ReadContext
+                    ) -> ViewArray:
+            values, problems = check_params(model, params)
+            if problems:
+                raise ValueError("; ".join(
+                    f"{'.'.join(map(str, ('params', *loc)))}: {msg}" for loc, msg in problems))
+            return reader(path, values, ctx)
+
+        checked.params = model  # type: ignore[attr-defined]
+        return checked
+
+    return mark
+
+
+def declared_params(reader: Any) -> type[BaseModel] | None:
+    """The params model a reader declared with :func:`reader_params` (None: undeclared; it
+    then receives its params as written and checks them itself)."""
+    model = getattr(reader, "params", None)
+    return model if isinstance(model, type) and issubclass(model, BaseModel) else None
 
 
 @dataclass

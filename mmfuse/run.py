@@ -1,17 +1,30 @@
 """The run folder: resolved spec, manifest, metrics, checkpoint, embeddings, evaluation.
 
 Every file is written atomically (temp file + rename): a run killed at any moment leaves the
-previous complete version of each file, never a torn one.
+previous complete version of each file, never a torn one; a write that fails (a full disk,
+no permission) names the file and leaves its previous version too.  Files take the umask's
+permissions, as any other program's do.
+
+A training holds the folder's lock (``.lock``) from start to end: a second training into the
+same folder is refused while the first runs.  :meth:`RunDir.check_out` is the one place that
+decides whether a folder may take a training.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import errno
+import fcntl
 import io
 import json
+import logging
 import os
-import tempfile
-from collections.abc import Mapping, Sequence
+import pickle
+import secrets
+import warnings
+import zipfile
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,18 +35,68 @@ import yaml
 from mmfuse.errors import MmfuseError
 from mmfuse.spec import Spec, parse_yaml, validate
 
+log = logging.getLogger(__name__)
+
+#: The manifest's ``format``: what makes a folder recognisable as an mmfuse run folder.
+FORMAT = "mmfuse-run"
+#: What a checkpoint mmfuse writes holds (``spec_digest``: the spec's
+#: :meth:`~mmfuse.spec.Spec.digest_model`, what ``--resume`` compares).
+CHECKPOINT_KEYS = ("model", "optimizer", "epoch", "stalled", "converged", "history",
+                   "world_size", "processes", "spec_digest")
+LOCK = ".lock"
+
+
+class RunFolderError(MmfuseError):
+    """A run folder cannot be used (not a folder, someone else's files, in use) or written."""
+
+
+class RunWriteError(RunFolderError):
+    """A file of the run folder could not be written (its previous version is kept)."""
+
+
+class CheckpointError(MmfuseError):
+    """A checkpoint cannot be read, or does not belong to the run's model."""
+
+
+def _is_temp(name: str) -> bool:
+    """A temp file of :func:`atomic_write` (``.NAME.RANDOM.tmp``)."""
+    return name.startswith(".") and name.endswith(".tmp")
+
+
+def write_error(path: Path, exc: OSError) -> RunWriteError:
+    """An OSError while writing ``path`` as a message that says what to do."""
+    code = exc.errno
+    if code in (errno.ENOSPC, errno.EDQUOT):
+        why, fix = "the disk is full", "free some space"
+    elif code in (errno.EACCES, errno.EPERM):
+        why, fix = "permission denied", "make the folder writable or choose another --out"
+    elif code == errno.EROFS:
+        why, fix = "the file system is read-only", "choose another --out"
+    else:
+        why, fix = exc.strerror or str(exc), "fix the cause"
+    return RunWriteError(f"cannot write {path}: {why}; its previous version, if any, is kept "
+                         f"(the last good checkpoint too): {fix}, then resume the run "
+                         "(--resume)")
+
 
 def atomic_write(path: Path, write) -> None:
-    """Call ``write(fh)`` on a temp file beside ``path``, then rename it over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    """Call ``write(fh)`` on a temp file beside ``path``, then rename it over ``path``.
+
+    The temp file is created with mode 0666 less the umask (as ``open`` does); an OSError
+    (a full disk, no permission) becomes a :class:`RunWriteError` naming ``path``."""
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
     try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                write(fh)
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+    except OSError as exc:
+        raise write_error(path, exc) from exc
 
 
 def _write_text(path: Path, text: str) -> None:
@@ -53,6 +116,7 @@ class RunDir:
     evaluation_file = property(lambda self: self.root / "evaluation.json")
     embeddings_dir = property(lambda self: self.root / "embeddings")
     holdout_dir = property(lambda self: self.root / "holdout")
+    lock_file = property(lambda self: self.root / LOCK)
 
     def holdout_file(self, view: str) -> Path:
         """A view's held-out cells (``evaluate.holdout``): rows, cols, values (.npz)."""
@@ -65,6 +129,90 @@ class RunDir:
 
     def exists(self) -> bool:
         return self.spec_file.is_file()
+
+    # ------------------------------------------------------------------ taking the folder
+
+    def is_run(self) -> bool:
+        """Whether mmfuse wrote this folder: its manifest says so (``format``; before that
+        field, the ``versions`` of mmfuse that every manifest records)."""
+        try:
+            manifest = json.loads(self.manifest_file.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return False
+        return isinstance(manifest, dict) and (
+            manifest.get("format") == FORMAT
+            or isinstance(manifest.get("versions"), dict) and "mmfuse" in manifest["versions"])
+
+    def check_out(self, resume: bool) -> None:
+        """Whether a training may write here (the one place that decides): a new or empty
+        folder, or a run folder of mmfuse — with a checkpoint to resume (``resume``), or
+        without one (a run stopped before its first epoch ended).  Anything else is refused
+        before a file is written."""
+        root = self.root
+        existing = next(p for p in (root, *root.parents) if p.exists() or p == p.parent)
+        if existing.exists() and not existing.is_dir():
+            if existing == root:
+                raise RunFolderError(f"--out {root} is not a folder (it is a file): choose a "
+                                     "new or empty folder")
+            raise RunFolderError(f"--out {root} cannot be made: {existing} is a file, not a "
+                                 "folder")
+        if resume:
+            if not self.checkpoint_file.is_file():
+                raise RunFolderError(f"nothing to resume: no checkpoint in {root}")
+            if not self.is_run():
+                raise RunFolderError(f"{root} is not an mmfuse run folder (its manifest.json "
+                                     "was not written by mmfuse): nothing to resume")
+            return
+        if not root.is_dir():
+            return
+        if self.is_run():
+            if self.checkpoint_file.exists():
+                raise RunFolderError(f"{root} already holds a run; add --resume to continue "
+                                     "it, or choose another --out")
+            return
+        theirs = sorted(p.name for p in root.iterdir() if p.name != LOCK and not _is_temp(p.name))
+        if theirs:
+            shown = ", ".join(theirs[:5]) + (f" and {len(theirs) - 5} more" if len(theirs) > 5
+                                             else "")
+            raise RunFolderError(f"--out {root} is not an mmfuse run folder and not empty (it "
+                                 f"holds {shown}): choose a new or empty folder; nothing was "
+                                 "written")
+
+    @contextlib.contextmanager
+    def claim(self, resume: bool) -> Iterator[None]:
+        """Take the folder for a training: checked (:meth:`check_out`), made, locked for
+        the block (a second training into it is refused meanwhile) and its stale temp files
+        removed (a killed run's)."""
+        self.check_out(resume)
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.lock_file, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as exc:
+            raise write_error(self.lock_file if self.root.is_dir() else self.root, exc) from exc
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "?"
+                raise RunFolderError(
+                    f"{self.root} is in use by another training (process {holder}): wait for "
+                    "it to end, or choose another --out") from None
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            self.check_out(resume)  # again, locked: another training may have just ended
+            self.remove_temp_files()
+            yield
+        finally:
+            os.close(fd)  # releases the lock
+
+    def remove_temp_files(self) -> None:
+        """Remove the temp files that a killed write left (``.NAME.RANDOM.tmp``)."""
+        for folder in (self.root, self.embeddings_dir, self.holdout_dir):
+            if folder.is_dir():
+                for p in folder.iterdir():
+                    if _is_temp(p.name) and p.is_file():
+                        log.info("removing the stale temp file %s", p)
+                        p.unlink()
 
     # ------------------------------------------------------------------ spec and manifest
 
@@ -79,7 +227,9 @@ class RunDir:
         return validate(data, src, self.root)
 
     def write_manifest(self, manifest: Mapping[str, Any]) -> None:
-        _write_text(self.manifest_file, json.dumps(manifest, indent=2, default=str) + "\n")
+        """The manifest, marked as mmfuse's (``format``: see :meth:`is_run`)."""
+        text = json.dumps({"format": FORMAT, **manifest}, indent=2, default=str)
+        _write_text(self.manifest_file, text + "\n")
 
     def read_manifest(self) -> dict[str, Any]:
         return json.loads(self.manifest_file.read_text()) if self.manifest_file.is_file() else {}
@@ -101,10 +251,62 @@ class RunDir:
     def save_checkpoint(self, state: Mapping[str, Any]) -> None:
         atomic_write(self.checkpoint_file, lambda fh: torch.save(dict(state), fh))
 
-    def load_checkpoint(self, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-        if not self.checkpoint_file.is_file():
-            raise MmfuseError(f"no checkpoint in {self.root}: nothing to resume")
-        return torch.load(self.checkpoint_file, map_location=map_location, weights_only=True)
+    def load_checkpoint(self, map_location: str | torch.device = "cpu", *,
+                        spec: Spec | None = None, model: torch.nn.Module | None = None,
+                        resume: bool = False) -> dict[str, Any]:
+        """The checkpoint (the one loader: resume, embed, predict, evaluate), checked: a
+        file mmfuse wrote, holding tensors and plain data only (``weights_only``); written
+        for ``spec`` (its :meth:`~mmfuse.spec.Spec.digest_model`), when given; its weights
+        loaded into ``model``, when given (``resume``: the messages are for ``--resume``).
+        Weights saved under a compiled wrapper's names (``_orig_mod.``) are taken under the
+        model's own."""
+        file = self.checkpoint_file
+        redo = ("restore it from a copy, or train again into a new --out (or without "
+                "--resume after deleting it)")
+        if not file.is_file():
+            raise CheckpointError(f"no checkpoint in {self.root} (no epoch of its training "
+                                  "ended)")
+        if file.stat().st_size == 0:
+            raise CheckpointError(f"checkpoint {file} is empty: {redo}")
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                state = torch.load(file, map_location=map_location, weights_only=True)
+        except Exception as exc:
+            if isinstance(exc, pickle.UnpicklingError) and zipfile.is_zipfile(file):
+                raise CheckpointError(
+                    f"{file} holds Python objects besides tensors and plain data; mmfuse does "
+                    "not load them (that could run any code): it is not a checkpoint mmfuse "
+                    f"wrote; {redo}") from exc
+            raise CheckpointError(f"checkpoint {file} cannot be read (corrupt, truncated, or "
+                                  f"not a checkpoint): {redo}") from exc
+        missing = ([k for k in CHECKPOINT_KEYS if k not in state] if isinstance(state, dict)
+                   else list(CHECKPOINT_KEYS))
+        weights = state.get("model") if isinstance(state, dict) else None
+        if missing or not isinstance(weights, dict) or not all(
+                isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in weights.items()):
+            what = "a mapping" if isinstance(state, dict) else type(state).__name__
+            raise CheckpointError(
+                f"{file} is not an mmfuse checkpoint (a torch file holding {what}"
+                + (f" without {', '.join(missing)}" if missing else "") + f"): {redo}")
+        state["model"] = {k.replace("_orig_mod.", ""): v for k, v in weights.items()}
+        if spec is not None and state["spec_digest"] != spec.digest_model():
+            raise CheckpointError(
+                f"the checkpoint {file} was trained with a different model, data or seed "
+                "than this spec: resume with the run's own resolved_spec.yaml (a resume may "
+                "change the epochs, learning rate, stopping rule, device and callbacks, "
+                "nothing else)" if resume else
+                f"the checkpoint {file} was trained with a different model, data or seed "
+                f"than {self.spec_file} says (copied from another run?): {redo}")
+        if model is not None:
+            try:
+                model.load_state_dict(state["model"])
+            except RuntimeError as exc:
+                lines = [ln.strip() for ln in str(exc).splitlines()[1:] if ln.strip()]
+                raise CheckpointError(
+                    f"{file} holds another model's weights ({lines[0] if lines else exc}): "
+                    f"it does not belong to this run; {redo}") from exc
+        return state
 
     # ------------------------------------------------------------------ embeddings
 

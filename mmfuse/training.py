@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+import signal
 import socket
+import threading
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -15,7 +18,7 @@ import torch
 
 from mmfuse.batching import prefetch
 from mmfuse.build import Built
-from mmfuse.errors import MmfuseError
+from mmfuse.errors import Interrupted, MmfuseError
 from mmfuse.optim import RowAdam, RowSGD
 from mmfuse.plugin_api import Callback
 from mmfuse.run import RunDir
@@ -24,8 +27,51 @@ from mmfuse.strategy import Single
 log = logging.getLogger(__name__)
 
 
+#: An epoch whose mean loss is this many times the first epoch's has diverged (a loss only
+#: grows like this when the steps overshoot: the learning rate is too high).
+DIVERGED = 1e3
+
+
 class TrainingError(MmfuseError):
-    pass
+    """Training cannot go on; ``lr``: the learning rate to resume with, when a lower one
+    is the fix (the last good checkpoint is kept)."""
+
+    def __init__(self, message: str, lr: float | None = None):
+        super().__init__(message)
+        self.lr = lr
+
+
+@contextlib.contextmanager
+def deferred_signals(active: bool = True) -> Iterator[list[int]]:
+    """In the block, SIGINT and SIGTERM are noted in the list it yields, for the loop to
+    stop at the end of its step (:meth:`Trainer.fit`); a second one stops at once.  Only
+    in the main thread (which receives signals), when ``active``, and for signals not
+    ignored."""
+    noted: list[int] = []
+
+    def note(signum: int, frame) -> None:
+        if noted:
+            raise _interruption(signum)
+        noted.append(signum)
+
+    if not active or threading.current_thread() is not threading.main_thread():
+        yield noted
+        return
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    for s, handler in previous.items():
+        if handler is not signal.SIG_IGN:  # an ignored signal stays ignored (nohup, &)
+            signal.signal(s, note)
+    try:
+        yield noted
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def _interruption(signum: int) -> BaseException:
+    """What a signal raises: KeyboardInterrupt for SIGINT (exit 130), else
+    :class:`~mmfuse.errors.Interrupted` (SIGTERM: exit 143)."""
+    return KeyboardInterrupt() if signum == signal.SIGINT else Interrupted(signum)
 
 
 class Optimizers:
@@ -67,9 +113,12 @@ class Optimizers:
     def state_dict(self) -> list[dict[str, Any]]:
         return [opt.state_dict() for opt in self.parts]
 
-    def load_state_dict(self, states: list[dict[str, Any]]) -> None:
+    def load_state_dict(self, states: list[dict[str, Any]], lr: float) -> None:
+        """A checkpoint's state, with the learning rate ``lr`` (a resume may change it)."""
         for opt, state in zip(self.parts, states, strict=True):
             opt.load_state_dict(state)
+            for group in opt.param_groups:
+                group["lr"] = lr
 
 
 def relative_change(previous: float, current: float) -> float:
@@ -102,6 +151,7 @@ class Trainer:
         self.stalled = 0  # consecutive epochs with relative change under tol
         self.converged = False
         self.term_scale: dict[str, float] = {}  # running mean of each term (train.balance)
+        self.initial_loss: float | None = None  # the first step's (divergence guard)
         self.throughput: list[dict[str, Any]] = []  # per process, after fit
 
     # ------------------------------------------------------------------ state
@@ -129,18 +179,15 @@ class Trainer:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        if state.get("spec_digest") != self.spec.digest_model():
-            raise TrainingError(
-                "the checkpoint was trained with a different model, data or seed; "
-                "resume with the run's own resolved_spec.yaml")
+        """A checkpoint's state, but the weights (:meth:`resume` loads them, checked, through
+        :meth:`RunDir.load_checkpoint`)."""
         world, saved = self.strategy.world_size, int(state["world_size"])
         if saved != world:
             raise TrainingError(
                 f"the checkpoint was written by a job of {saved} process(es) and this one has "
                 f"{world}: resume it with {saved} (`--nproc {saved}`, or torchrun with "
                 f"{saved} in all)" + (" and no --nproc" if saved == 1 else ""))
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        self.optimizer.load_state_dict(state["optimizer"], self.spec.train.optimizer.lr)
         self.epoch, self.stalled = int(state["epoch"]), int(state["stalled"])
         self.converged = bool(state["converged"])
         self.history = list(state["history"])
@@ -151,7 +198,9 @@ class Trainer:
         self.term_scale = dict(mine["term_scale"])
 
     def resume(self) -> None:
-        self.load_state_dict(self.run.load_checkpoint(self.built.device))
+        state = self.run.load_checkpoint(self.built.device, spec=self.spec, model=self.model,
+                                         resume=True)
+        self.load_state_dict(state)
         log.info("resumed %s after epoch %d", self.run.root, self.epoch)
 
     # ------------------------------------------------------------------ steps
@@ -186,6 +235,14 @@ class Trainer:
                 getattr(cb, event)(self, *args)
 
     def fit(self) -> None:
+        """Train until converged or ``train.epochs``.  SIGINT or SIGTERM stops it at the end
+        of the current step (KeyboardInterrupt, :class:`~mmfuse.errors.Interrupted`), the
+        last epoch's checkpoint intact (alone; in a job of several processes, the launcher
+        stops them)."""
+        with deferred_signals(self.strategy.world_size == 1) as signals:
+            self._fit(signals)
+
+    def _fit(self, signals: list[int]) -> None:
         train = self.spec.train
         batcher = self.built.batcher
         steps_run, seconds_run = 0, 0.0
@@ -207,12 +264,18 @@ class Trainer:
                 terms = {k: float(v) for k, v in self._step(batch).items()}
                 if not math.isfinite(terms["loss"]):
                     bad = ", ".join(k for k, v in terms.items() if not math.isfinite(v))
-                    raise TrainingError(f"loss is not finite at epoch {epoch + 1}, step "
-                                        f"{steps + 1} ({bad}); lower the learning rate?")
+                    raise self._diverged(f"the loss is not finite at epoch {epoch + 1}, step "
+                                         f"{steps + 1} ({bad})")
+                if self.initial_loss is None:
+                    self.initial_loss = terms["loss"]
                 for k, v in terms.items():
                     sums[k] += v
                 steps += 1
                 self._notify("on_step_end", steps, terms)
+                if signals:
+                    log.info("stopping at epoch %d, step %d (signal %d)", epoch + 1, steps,
+                             signals[0])
+                    raise _interruption(signals[0])
             seconds = time.perf_counter() - started
             steps_run, seconds_run = steps_run + steps, seconds_run + seconds
             self._end_epoch(epoch, self._epoch_means(sums, steps), seconds)
@@ -236,7 +299,35 @@ class Trainer:
                 "steps_per_epoch": batcher.steps_per_epoch(), "seconds": round(seconds, 3),
                 "per_second": round(items / seconds, 1) if seconds else None}
 
+    def _diverged(self, what: str) -> TrainingError:
+        """Training went astray (``what``): the error, saying what is kept and what to do."""
+        lr = self.spec.train.optimizer.lr
+        kept = (f"the checkpoint of epoch {self.epoch} is kept" if self.epoch
+                else "no epoch ended well: no checkpoint was written")
+        return TrainingError(f"{what}, with learning rate {lr:g}; {kept}: lower the learning "
+                             f"rate (--set train.optimizer.lr={lr / 10:g})", lr=lr / 10)
+
+    def _check_epoch(self, epoch: int, loss: float) -> None:
+        """Refuse a diverged epoch before its checkpoint replaces the last good one: a mean
+        loss :data:`DIVERGED` times the first epoch's (or the run's first step's), or
+        weights that are no longer finite."""
+        if self.history:
+            first = self.history[0]["loss"]
+        else:  # every process's first step (a collective: the same verdict in each)
+            firsts = [f for f in self.strategy.gather(self.initial_loss) if f is not None]
+            first = min(firsts) if firsts else None
+        if first is not None and loss > DIVERGED * max(first, 1e-12):
+            raise self._diverged(f"training diverged at epoch {epoch + 1}: its mean loss "
+                                 f"{loss:.3g} is {loss / max(first, 1e-12):.2g} times the "
+                                 f"first {'epoch' if self.history else 'step'}'s ({first:.3g})")
+        bad = [name for name, p in self.model.named_parameters()
+               if not bool(torch.isfinite(p).all())]
+        if bad:
+            raise self._diverged(f"weights are no longer finite after epoch {epoch + 1} "
+                                 f"({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''})")
+
     def _end_epoch(self, epoch: int, metrics: dict[str, float], seconds: float) -> None:
+        self._check_epoch(epoch, metrics["loss"])
         if self.history:
             change = relative_change(self.history[-1]["loss"], metrics["loss"])
             self.stalled = self.stalled + 1 if change < self.spec.train.tol else 0
@@ -259,4 +350,11 @@ def embed_all(built: Built, entity: str, chunk: int = 256) -> np.ndarray:
     for batch in built.batcher.chunks(entity, chunk):
         zs, _ = model.encode(batch)
         parts.append(zs[entity].float().cpu().numpy())
-    return np.concatenate(parts, axis=0).astype(np.float32)
+    z = np.concatenate(parts, axis=0).astype(np.float32)
+    if not np.isfinite(z).all():
+        lr = built.spec.train.optimizer.lr
+        raise TrainingError(f"the embeddings of {entity!r} are not finite (the weights "
+                            f"overflow), with learning rate {lr:g}; the last checkpoint is "
+                            f"kept: lower the learning rate (--set train.optimizer.lr="
+                            f"{lr / 10:g})", lr=lr / 10)
+    return z

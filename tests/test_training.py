@@ -7,11 +7,13 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from mmfuse.api import train
 from mmfuse.errors import MmfuseError
 from mmfuse.plugin_api import Callback
 from mmfuse.spec import load_spec
+from mmfuse.training import TrainingError
 
 
 def embeddings(run, entity="book"):
@@ -100,3 +102,61 @@ def test_balanced_terms_resume_to_the_bit_and_change_the_training(multiview, tmp
     assert np.array_equal(embeddings(tmp_path / "full"), embeddings(tmp_path / "cut"))
     plain = train(load_spec(multiview, ["train.epochs=3"]), tmp_path / "plain")
     assert plain.trainer.history[-1]["loss"] != full.trainer.history[-1]["loss"]
+
+
+def test_a_resume_takes_the_new_learning_rate(multiview, tmp_path):
+    """The checkpoint's optimiser state keeps its moments, not its learning rate: a resume
+    with another lr (what the divergence message advises) trains with it."""
+    train(load_spec(multiview, ["train.epochs=1"]), tmp_path / "run")
+    resumed = train(load_spec(multiview, ["train.epochs=2", "train.optimizer.lr=0.0001"]),
+                    tmp_path / "run", resume=True)
+    lrs = {g["lr"] for opt in resumed.trainer.optimizer.parts for g in opt.param_groups}
+    assert lrs == {0.0001}
+
+
+class _Wrapper(torch.nn.Module):
+    """What torch.compile returns: the model under ``_orig_mod`` (its names prefixed)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self._orig_mod = model
+
+    def forward(self, *args, **kwargs):
+        return self._orig_mod(*args, **kwargs)
+
+
+def test_a_compiled_model_saves_and_resumes_under_its_own_names(multiview, tmp_path,
+                                                                monkeypatch):
+    monkeypatch.setattr(torch, "compile", lambda model, **kw: _Wrapper(model))
+    result = train(load_spec(multiview, ["train.epochs=1", "train.compile=true"]),
+                   tmp_path / "run")
+    assert isinstance(result.trainer.net, _Wrapper)  # the step did go through the wrapper
+    state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
+    assert set(state["model"]) == set(result.built.model.state_dict())
+    assert not any("_orig_mod" in k for k in state["model"])
+    resumed = train(load_spec(multiview, ["train.epochs=2", "train.compile=true"]),
+                    tmp_path / "run", resume=True)
+    assert resumed.trainer.epoch == 2
+
+
+def test_a_diverging_run_stops_before_its_checkpoint_is_replaced(multiview, tmp_path):
+    train(load_spec(multiview, ["train.epochs=1"]), tmp_path / "run")
+    before = (tmp_path / "run" / "checkpoint.pt").read_bytes()
+    z = embeddings(tmp_path / "run")
+    with pytest.raises(TrainingError, match="diverged at epoch 2") as caught:
+        train(load_spec(multiview, ["train.epochs=3", "train.optimizer.lr=10"]),
+              tmp_path / "run", resume=True)
+    assert caught.value.lr == 1.0
+    assert (tmp_path / "run" / "checkpoint.pt").read_bytes() == before
+    assert np.array_equal(embeddings(tmp_path / "run"), z)
+
+
+def test_non_finite_weights_stop_the_run(multiview, tmp_path):
+    class Poison(Callback):
+        def on_step_end(self, trainer, step, terms):
+            if trainer.epoch == 1 and step == trainer.built.batcher.steps_per_epoch():
+                next(trainer.model.parameters()).data.fill_(float("inf"))
+
+    with pytest.raises(TrainingError, match="weights are no longer finite after epoch 2"):
+        train(load_spec(multiview, ["train.epochs=3"]), tmp_path / "run", callbacks=[Poison()])
+    assert torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["epoch"] == 1

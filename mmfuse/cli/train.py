@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import shlex
 from pathlib import Path
 from typing import Annotated
 
@@ -10,8 +12,11 @@ import typer
 from mmfuse.api import default_run_dir, train
 from mmfuse.cli.options import IgnoreMemoryOpt, SetOpt, SpecArg
 from mmfuse.cli.render import ProgressBar, console, err_console, evaluation_table
+from mmfuse.errors import Interrupted
 from mmfuse.launch import LaunchError, launch
+from mmfuse.run import RunWriteError
 from mmfuse.spec import load_spec
+from mmfuse.training import TrainingError
 
 
 def train_command(
@@ -45,22 +50,56 @@ def train_command(
         raise typer.BadParameter("--resume needs --out RUN_FOLDER", param_hint="--resume")
     out = out or default_run_dir(spec)
     job = (spec_path, overrides, out, resume, quiet, no_report, ignore_memory)
-    again = f"mmfuse train {spec_path} --out {out} --resume" + (
-        f" --nproc {nproc}" if nproc is not None else "")
+    again = functools.partial(resume_command, spec_path, out, list(set_ or []), epochs,
+                              device, nproc, ignore_memory)
+    checkpoint = out / "checkpoint.pt"
     try:
         if nproc is None:
             run_training(*job)  # alone, or as one process of a torchrun job
         else:
             launch(nproc, spec.train.device, run_training, *job)
-    except KeyboardInterrupt:
-        if (out / "checkpoint.pt").is_file():
-            err_console.print(f"interrupted; continue with: {again}", style="yellow")
+    except (KeyboardInterrupt, Interrupted):  # after the current step (Trainer.fit)
+        if checkpoint.is_file():
+            err_console.print(f"stopped; the checkpoint is intact; continue with: {again()}",
+                              style="yellow", highlight=False, soft_wrap=True)
         raise
-    except LaunchError as exc:
-        if (out / "checkpoint.pt").is_file():
-            raise LaunchError(f"{exc}\ncontinue from the last checkpoint with: {again}",
+    except TrainingError as exc:  # diverged: resume with a lower learning rate
+        if exc.lr is not None and checkpoint.is_file():
+            raise TrainingError(f"{exc}\ncontinue from the last good checkpoint with: "
+                                f"{again(lr=exc.lr)}") from None
+        raise
+    except LaunchError as exc:  # a process of the job failed
+        if checkpoint.is_file():
+            raise LaunchError(f"{exc}\ncontinue from the last checkpoint with: {again()}",
                               exc.ranks) from None
         raise
+    except RunWriteError as exc:  # a full disk, no permission, ...
+        if checkpoint.is_file():
+            raise RunWriteError(f"{exc}\ncontinue from the last checkpoint with: "
+                                f"{again()}") from exc
+        raise
+
+
+def resume_command(spec_path: Path, out: Path, sets: list[str], epochs: int | None,
+                   device: str | None, nproc: int | None, ignore_memory: bool,
+                   lr: float | None = None) -> str:
+    """The command that continues a run from its checkpoint, with every option the user
+    gave that a resume keeps (``lr``: a new learning rate, replacing any --set of it)."""
+    if lr is not None:
+        sets = [s for s in sets if s.partition("=")[0].strip() != "train.optimizer.lr"]
+        sets.append(f"train.optimizer.lr={lr:g}")
+    argv = ["mmfuse", "train", str(spec_path), "--out", str(out), "--resume"]
+    for s in sets:
+        argv += ["--set", s]
+    if epochs is not None:
+        argv += ["--epochs", str(epochs)]
+    if device is not None:
+        argv += ["--device", device]
+    if nproc is not None:
+        argv += ["--nproc", str(nproc)]
+    if ignore_memory:
+        argv.append("--ignore-memory")
+    return shlex.join(argv)
 
 
 def run_training(spec_path: Path, overrides: list[str], out: Path, resume: bool, quiet: bool,

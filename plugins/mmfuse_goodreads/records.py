@@ -11,6 +11,7 @@ import gzip
 import io
 import json
 import math
+import zlib
 from array import array
 from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass
@@ -68,9 +69,9 @@ def iter_json(path: Path, on_bytes: Callable[[int], None] | None = None
                 if not isinstance(record, dict):
                     raise DataError(f"{path}:{lineno}: expected a JSON object per line")
                 yield lineno, record
-        except (OSError, EOFError, UnicodeDecodeError) as exc:
-            raise DataError(f"{path}: unreadable after line {lineno} ({exc}); "
-                            "is the file complete?") from None
+        except (OSError, EOFError, zlib.error, UnicodeDecodeError) as exc:
+            raise DataError(f"{path}: unreadable after line {lineno} ({exc}); the file is "
+                            "truncated or damaged: download it again") from exc
         if on_bytes is not None:
             on_bytes(raw.tell())
 

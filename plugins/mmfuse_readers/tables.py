@@ -6,16 +6,30 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
+from pydantic import Field
 
-from mmfuse.plugin_api import ReadContext, ViewArray
+from mmfuse.plugin_api import ReadContext, ReaderParams, ViewArray, reader_params
 
-from .arrays import _known, _require
+from .arrays import _require
 from .ids import codes, order_by_ids
+
+Column = str | int  # a column by name or position
+
+
+class TableParams(ReaderParams):
+    id: Column | None = 0  # the id column (null: rows in the entity's order)
+    columns: Annotated[list[Column], Field(min_length=1)] | None = None  # default: all others
+
+
+class TripletParams(ReaderParams):
+    row: Column = 0
+    col: Column = 1
+    value: Column | None = 2  # null: every listed pair is a 1
 
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".parquet": "parquet",
            ".pq": "parquet", ".feather": "feather", ".arrow": "feather"}
@@ -64,6 +78,7 @@ def numeric(frame: pd.DataFrame, where: str) -> np.ndarray:
     return frame.to_numpy(dtype=np.float32, na_value=np.nan)
 
 
+@reader_params(TableParams)
 def read_table(path: Path | None, params: Mapping[str, Any], ctx: ReadContext) -> ViewArray:
     """One row per instance: an id column and value columns (empty cells are missing).
 
@@ -74,9 +89,8 @@ def read_table(path: Path | None, params: Mapping[str, Any], ctx: ReadContext) -
     of its column entity's ids, by column name.  An entity with no ids file takes them
     from here.
     """
-    _known(params, {"id", "columns"})
     path = _require(path)
-    id_key = params.get("id", 0)
+    id_key = params["id"]
     frame = read_frame(path, [] if id_key is None else [id_key])
     where = path.name
     row_ids = None
@@ -84,11 +98,8 @@ def read_table(path: Path | None, params: Mapping[str, Any], ctx: ReadContext) -
         name = column(frame, id_key, where, "id")
         row_ids = frame[name].astype(str).tolist()
         frame = frame.drop(columns=[name])
-    if "columns" in params:
-        wanted = params["columns"]
-        if not isinstance(wanted, list) or not wanted:
-            raise ValueError(f"{where}: params.columns must be a list of columns")
-        frame = frame[[column(frame, c, where, "columns") for c in wanted]]
+    if params["columns"] is not None:
+        frame = frame[[column(frame, c, where, "columns") for c in params["columns"]]]
     if frame.shape[1] == 0:
         raise ValueError(f"{where}: no value columns")
     values = numeric(frame, where)
@@ -103,6 +114,7 @@ def read_table(path: Path | None, params: Mapping[str, Any], ctx: ReadContext) -
                      info={"file": str(path)})
 
 
+@reader_params(TripletParams)
 def read_triplets(path: Path | None, params: Mapping[str, Any], ctx: ReadContext
                   ) -> ViewArray:
     """Long format, one stored cell a line: row id, column id, value → a scipy sparse
@@ -114,9 +126,8 @@ def read_triplets(path: Path | None, params: Mapping[str, Any], ctx: ReadContext
     no ids file takes the distinct ids listed here, sorted.  A pair listed twice is an
     error.
     """
-    _known(params, {"row", "col", "value"})
     path = _require(path)
-    keys = {k: params.get(k, i) for i, k in enumerate(("row", "col", "value"))}
+    keys = {k: params[k] for k in ("row", "col", "value")}
     frame = read_frame(path, [keys["row"], keys["col"]])
     where = path.name
     names = {k: column(frame, key, where, k) for k, key in keys.items() if key is not None}

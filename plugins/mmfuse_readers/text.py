@@ -8,18 +8,28 @@ import logging
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
+from pydantic import Field
 from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 
 from mmfuse.cache import cached_array, fingerprint
-from mmfuse.plugin_api import ReadContext, ViewArray
+from mmfuse.plugin_api import ReadContext, ReaderParams, ViewArray, reader_params
 
 log = logging.getLogger(__name__)
 
-WORD2VEC_DEFAULTS = {"vector_size": 100, "window": 5, "min_count": 1, "epochs": 10, "sg": 0,
-                     "seed": 0, "clean": True}
+
+class Word2VecParams(ReaderParams):
+    vector_size: int = Field(100, ge=1)
+    window: int = Field(5, ge=1)
+    min_count: int = Field(1, ge=1)
+    epochs: int = Field(10, ge=1)
+    sg: Literal[0, 1] = 0  # 0: CBOW, 1: skip-gram
+    seed: int = Field(0, ge=0, lt=2**32)
+    clean: bool = True  # lower-case, drop digits and English stop words
+
+
 _TOKEN = re.compile(r"[^\W\d_]+(?:'[^\W\d_]+)?")
 
 
@@ -35,10 +45,19 @@ def _stable_hash(s: str) -> int:
 
 
 def read_documents(path: Path) -> list[str]:
-    with path.open(encoding="utf-8") as fh:
-        return [line.rstrip("\r\n") for line in fh]
+    """One document a line of a UTF-8 text file (a ValueError names a line that is not)."""
+    with path.open("rb") as fh:
+        raw = fh.read()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[:exc.start].count(b"\n") + 1
+        raise ValueError(f"{path.name}: line {line} is not UTF-8 text (byte "
+                         f"{raw[exc.start:exc.start + 1]!r}); save the file as UTF-8") from None
+    return [line.rstrip("\r") for line in text.removesuffix("\n").split("\n")] if text else []
 
 
+@reader_params(Word2VecParams)
 def read_word2vec(path: Path | None, params: Mapping[str, Any], ctx: ReadContext) -> ViewArray:
     """One document per line of a UTF-8 text file → ``n × vector_size`` float32.
 
@@ -49,10 +68,7 @@ def read_word2vec(path: Path | None, params: Mapping[str, Any], ctx: ReadContext
     """
     if path is None or not path.is_file():
         raise ValueError(f"needs `path`: a text file, one document per line; got {path}")
-    unknown = set(params) - set(WORD2VEC_DEFAULTS)
-    if unknown:
-        raise ValueError(f"unknown params {sorted(unknown)}; known: {sorted(WORD2VEC_DEFAULTS)}")
-    p = {**WORD2VEC_DEFAULTS, **params}
+    p = dict(params)
     docs = [tokenize(line, p["clean"]) for line in read_documents(path)]
     empty = sum(1 for d in docs if not d)
 

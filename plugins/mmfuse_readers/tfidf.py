@@ -14,58 +14,55 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydantic import field_validator
 
 from mmfuse.cache import cached_array, fingerprint
-from mmfuse.plugin_api import ReadContext, ViewArray
+from mmfuse.plugin_api import ReadContext, ReaderParams, ViewArray, reader_params
 
 from .text import read_documents, tokenize
 
 log = logging.getLogger(__name__)
 
-TFIDF_DEFAULTS: dict[str, Any] = {"dim": 100, "max_features": None, "min_df": 1,
-                                  "ngram_range": [1, 1], "clean": True, "seed": 0}
+class TfidfParams(ReaderParams):
+    dim: int = 100  # SVD components
+    max_features: int | None = None  # null: every term
+    min_df: int | float = 1  # a document count ≥ 1, or a fraction of documents in (0, 1]
+    ngram_range: list[int] = [1, 1]
+    clean: bool = True  # lower-case, drop digits and English stop words
+    seed: int = 0  # the SVD's random_state
 
+    @field_validator("dim")
+    @classmethod
+    def _dim(cls, dim: int) -> int:
+        if dim < 1:
+            raise ValueError(f"dim must be an integer ≥ 1 (the number of SVD components); got "
+                             f"{dim!r} (the sparse tf-idf matrix itself is not offered: mmfuse "
+                             "reads cells a sparse matrix does not store as missing)")
+        return dim
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+    @field_validator("max_features")
+    @classmethod
+    def _max_features(cls, n: int | None) -> int | None:
+        if n is not None and n < 1:
+            raise ValueError(f"max_features must be null or an integer ≥ 1; got {n!r}")
+        return n
 
+    @field_validator("min_df")
+    @classmethod
+    def _min_df(cls, min_df: int | float) -> int | float:
+        if not ((isinstance(min_df, int) and min_df >= 1)
+                or (isinstance(min_df, float) and 0.0 < min_df <= 1.0)):
+            raise ValueError("min_df must be a document count ≥ 1 or a fraction in (0, 1]; "
+                             f"got {min_df!r}")
+        return min_df
 
-def _param_problems(p: Mapping[str, Any]) -> list[str]:
-    problems = []
-    if not _is_int(p["dim"]) or p["dim"] < 1:
-        problems.append(f"dim must be an integer ≥ 1 (the number of SVD components); got "
-                        f"{p['dim']!r} (the sparse tf-idf matrix itself is not offered: mmfuse "
-                        "reads cells a sparse matrix does not store as missing)")
-    if p["max_features"] is not None and (not _is_int(p["max_features"])
-                                          or p["max_features"] < 1):
-        problems.append(f"max_features must be null or an integer ≥ 1; got {p['max_features']!r}")
-    min_df = p["min_df"]
-    if not ((_is_int(min_df) and min_df >= 1)
-            or (isinstance(min_df, float) and 0.0 < min_df <= 1.0)):
-        problems.append("min_df must be a document count ≥ 1 or a fraction in (0, 1]; "
-                        f"got {min_df!r}")
-    ngrams = p["ngram_range"]
-    if not (isinstance(ngrams, list | tuple) and len(ngrams) == 2 and all(map(_is_int, ngrams))
-            and 1 <= ngrams[0] <= ngrams[1]):
-        problems.append(f"ngram_range must be [min_n, max_n] with 1 ≤ min_n ≤ max_n; "
-                        f"got {ngrams!r}")
-    if not isinstance(p["clean"], bool):
-        problems.append(f"clean must be true or false; got {p['clean']!r}")
-    if not _is_int(p["seed"]):
-        problems.append(f"seed must be an integer; got {p['seed']!r}")
-    return problems
-
-
-def check_params(params: Mapping[str, Any]) -> dict[str, Any]:
-    """The params with defaults filled in; one ValueError naming every problem."""
-    unknown = set(params) - set(TFIDF_DEFAULTS)
-    if unknown:
-        raise ValueError(f"unknown params {sorted(unknown)}; known: {sorted(TFIDF_DEFAULTS)}")
-    p = {**TFIDF_DEFAULTS, **params}
-    problems = _param_problems(p)
-    if problems:
-        raise ValueError("; ".join(problems))
-    return {**p, "ngram_range": list(p["ngram_range"])}
+    @field_validator("ngram_range")
+    @classmethod
+    def _ngram_range(cls, ngrams: list[int]) -> list[int]:
+        if not (len(ngrams) == 2 and 1 <= ngrams[0] <= ngrams[1]):
+            raise ValueError("ngram_range must be [min_n, max_n] with 1 ≤ min_n ≤ max_n; "
+                             f"got {ngrams!r}")
+        return ngrams
 
 
 def lsa(docs: list[str], p: Mapping[str, Any]) -> np.ndarray:
@@ -91,6 +88,7 @@ def lsa(docs: list[str], p: Mapping[str, Any]) -> np.ndarray:
     return out
 
 
+@reader_params(TfidfParams)
 def read_tfidf(path: Path | None, params: Mapping[str, Any], ctx: ReadContext) -> ViewArray:
     """One document per line of a UTF-8 text file → ``n × dim`` float32 (cached).
 
@@ -101,7 +99,7 @@ def read_tfidf(path: Path | None, params: Mapping[str, Any], ctx: ReadContext) -
     """
     if path is None or not path.is_file():
         raise ValueError(f"needs `path`: a text file, one document per line; got {path}")
-    p = check_params(params)
+    p = dict(params)
     docs = read_documents(path)
     data, cache_file = cached_array(path, "tfidf", fingerprint([path], p), lambda: lsa(docs, p))
     return ViewArray(data=data, info={"params": p, "documents": len(docs),
