@@ -122,9 +122,10 @@ def _graph_and_data(spec: Spec, plugins: Plugins) -> tuple[nx.MultiDiGraph, Data
     """The graph and the data, their problems reported in one round: the data of every view
     with no problem in the graph is read and checked as well."""
     try:
-        return build_graph(spec, plugins), load_data(spec, plugins)
+        graph = build_graph(spec, plugins)
     except SpecError as exc:
         raise SpecError(_all_issues(spec, plugins, exc.issues)) from exc.__cause__
+    return graph, load_data(spec, plugins)  # the graph is sound: every view's data is read
 
 
 def _all_issues(spec: Spec, plugins: Plugins, known: list[SpecIssue]) -> list[SpecIssue]:

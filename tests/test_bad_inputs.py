@@ -32,6 +32,12 @@ from mmfuse.cli import app
 VALIDATE = ("validate", "{spec}")
 TRAIN = ("train", "{spec}", "--out", "{root}/run", "-q", "--no-report", "--epochs", "1")
 
+
+def text_view(line: str):
+    """An edit adding ``line`` to the spec's `text` view."""
+    source = "    source: {reader: npy, path: text.npy}\n"
+    return spec_replace(source, f"{source}    {line}\n")
+
 CASES = [
     # ------------------------------------------------------------------ spec: YAML
     Case("yaml-malformed", VALIDATE, 3, "malformed YAML",
@@ -62,11 +68,9 @@ CASES = [
     Case("unknown-top-key", VALIDATE, 3, ("unknown key", "did you mean 'views'"),
          spec_replace("views:\n", "viewz:\n")),
     Case("unknown-view-key", VALIDATE, 3, ("views.text.colour", "unknown key"),
-         spec_replace("    source: {reader: npy, path: text.npy}\n",
-                      "    source: {reader: npy, path: text.npy}\n    colour: red\n")),
+         text_view("colour: red")),
     Case("typo-in-view-key", VALIDATE, 3, "did you mean 'likelihood'",
-         spec_replace("    source: {reader: npy, path: text.npy}\n",
-                      "    source: {reader: npy, path: text.npy}\n    likelihod: gaussian\n")),
+         text_view("likelihod: gaussian")),
     Case("seed-negative", VALIDATE, 3, "seed", spec_replace("seed: 0", "seed: -1")),
     Case("seed-huge", VALIDATE, 3, "seed", spec_replace("seed: 0", "seed: 1180591620717411303424")),
     Case("seed-string", VALIDATE, 3, "seed", spec_replace("seed: 0", "seed: zero")),
@@ -75,11 +79,9 @@ CASES = [
     Case("lr-zero", VALIDATE, 3, "train.lr", spec_replace("tol: 0.0", "tol: 0.0, lr: 0")),
     Case("lr-negative", VALIDATE, 3, "train.lr", spec_replace("tol: 0.0", "tol: 0.0, lr: -1")),
     Case("weight-inf", VALIDATE, 3, "weight",
-         spec_replace("source: {reader: npy, path: text.npy}",
-                      "source: {reader: npy, path: text.npy}\n    weight: .inf")),
+         text_view("weight: .inf")),
     Case("weight-negative", VALIDATE, 3, "weight",
-         spec_replace("source: {reader: npy, path: text.npy}",
-                      "source: {reader: npy, path: text.npy}\n    weight: -2")),
+         text_view("weight: -2")),
     Case("dim-huge", VALIDATE, 3, "model.dim", spec_replace("dim: 8", "dim: 1000000000")),
     Case("dim-zero", VALIDATE, 3, "model.dim", spec_replace("dim: 8", "dim: 0")),
     Case("hidden-huge", VALIDATE, 3, "hidden",
@@ -98,8 +100,7 @@ CASES = [
     Case("unknown-reader", VALIDATE, 3, "unknown reader 'npyy'",
          spec_replace("reader: npy, path: text.npy", "reader: npyy, path: text.npy")),
     Case("unknown-likelihood", VALIDATE, 3, "likelihood",
-         spec_replace("source: {reader: npy, path: text.npy}",
-                      "source: {reader: npy, path: text.npy}\n    likelihood: gauss")),
+         text_view("likelihood: gauss")),
     Case("unknown-preset", VALIDATE, 3, "model.preset",
          spec_replace("preset: mmeda2", "preset: mmeda9")),
     Case("reader-param-typo", VALIDATE, 3, ("mmapp", "did you mean 'mmap'"),
@@ -113,8 +114,7 @@ CASES = [
                       "{type: dense, params: {hiden: [16]}}")),
     Case("every-phase-at-once", VALIDATE, 3,
          ("views.text.colour", "unknown entity 'reader'", "file not found", "3 problems"),
-         both(spec_replace("    source: {reader: npy, path: text.npy}\n",
-                           "    source: {reader: npy, path: text.npy}\n    colour: red\n"),
+         both(text_view("colour: red"),
               spec_replace("path: cooc.npy", "path: gone.npy"),
               spec_replace("    rows: user\n", "    rows: reader\n"))),
     # ------------------------------------------------------------------ --set
