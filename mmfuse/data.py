@@ -387,36 +387,39 @@ class Data:
         return {name: list(v.shape) for name, v in self.views.items()}
 
 
-def read_ids(path: Path) -> list[str]:
+def read_ids(path: Path, shown: str | None = None) -> list[str]:
     """The ids of an ids file: UTF-8 text, one id a line (a trailing newline, or trailing
     blank lines, are fine).  A ValueError says what is wrong: not a file, not UTF-8, no ids,
-    a blank line among the ids (it would shift every id after it), an id listed twice."""
+    a blank line among the ids (it would shift every id after it), an id listed twice;
+    messages name the file as ``shown`` (default: the path)."""
+    shown = shown or str(path)
     if path.is_dir():
-        raise ValueError(f"{path} is a folder; `ids` names a text file, one id a line")
+        raise ValueError(f"{shown} is a folder; `ids` names a text file, one id a line")
     if not path.exists():
-        raise ValueError(f"file not found: {path}")
+        raise ValueError(f"file not found: {shown}")
     raw = path.read_bytes()
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = raw[:exc.start].count(b"\n") + 1
-        raise ValueError(f"{path}: line {line} is {describe(exc)}") from exc
+        raise ValueError(f"{shown}: line {line} is {describe(exc)}") from exc
     lines = [line.removesuffix("\r") for line in text.split("\n")]
     while lines and not lines[-1].strip():
         lines.pop()
     if not lines:
-        raise ValueError(f"{path} lists no ids; write one id a line")
+        raise ValueError(f"{shown} lists no ids; write one id a line")
     blank = [i + 1 for i, line in enumerate(lines) if not line.strip()]
     if blank:
         more = f" (and {len(blank) - 1} more)" if len(blank) > 1 else ""
-        raise ValueError(f"{path}: line {blank[0]}{more} is blank, among the ids; remove it "
+        raise ValueError(f"{shown}: line {blank[0]}{more} is blank, among the ids; remove it "
                          "(one id a line: a blank line would shift every id after it)")
     first: dict[str, int] = {}
     for i, ident in enumerate(lines, 1):
         if ident in first:
             n_dup = len(lines) - len(set(lines))
-            raise ValueError(f"{path}: ids are not unique: {ident!r} is on lines {first[ident]} "
-                             f"and {i} ({n_dup:,} repeated lines in all); ids must be unique")
+            repeated = f"{n_dup:,} repeated line{'s' * (n_dup != 1)}"
+            raise ValueError(f"{shown}: ids are not unique: {ident!r} is on lines {first[ident]} "
+                             f"and {i} ({repeated} in all); ids must be unique")
         first[ident] = i
     return lines
 
@@ -487,10 +490,10 @@ def _read_entity_ids(spec: Spec, sizes: dict[str, int], ids: dict[str, list[str]
                 sizes[ename] = ent.size
             continue
         try:
-            ids[ename] = read_ids(ent.ids)
+            ids[ename] = read_ids(ent.ids, spec.shown(ent.ids))
         except (ValueError, OSError) as exc:
             issues.append(spec.issue(("entities", ename, "ids"), str(exc) if isinstance(
-                exc, ValueError) else failure(exc, f"cannot read {ent.ids}")))
+                exc, ValueError) else failure(exc, f"cannot read {spec.shown(ent.ids)}")))
             continue
         if ent.size is not None and ent.size != len(ids[ename]):
             msg = f"size {ent.size} but the ids file lists {len(ids[ename])} ids"
@@ -523,7 +526,8 @@ def load_data(spec: Spec, plugins: Plugins) -> Data:
         if vname in bad_params:
             continue
         if src.path is not None and not src.path.exists():
-            issues.append(spec.issue((*loc, "source", "path"), f"file not found: {src.path}"))
+            issues.append(spec.issue((*loc, "source", "path"),
+                                     f"file not found: {spec.shown(src.path)}"))
             continue
         ctx = ReadContext(
             view=vname,
@@ -531,13 +535,13 @@ def load_data(spec: Spec, plugins: Plugins) -> Data:
             col_ids=ids.get(v.cols) if v.cols else None,
             spec_dir=spec.base_dir or Path.cwd(),
         )
-        where = str(src.path) if src.path is not None else f"reader {src.reader!r}"
+        where = spec.shown(src.path) if src.path is not None else f"reader {src.reader!r}"
         try:
             read = plugins.readers.get(src.reader)(src.path, dict(src.params), ctx)
         except MmfuseError:
             raise
         except Exception as exc:  # plugin and third-party code: never an internal error
-            what = (f"reader {src.reader!r} cannot read {src.path}" if src.path is not None
+            what = (f"reader {src.reader!r} cannot read {where}" if src.path is not None
                     else f"reader {src.reader!r}")
             issues.append(spec.issue((*loc, "source"), failure(exc, what)))
             cause = cause or exc
@@ -658,12 +662,14 @@ def _check_values(spec: Spec, vname: str, read: ViewArray, where: str) -> list[S
     n_inf, n_nan, largest, cells = _value_stats(read)
     issues = []
     if n_inf:
-        issues.append(spec.issue(loc, f"{where} has {n_inf:,} infinite cells (of {cells:,}); "
+        issues.append(spec.issue(loc, f"{where} has {n_inf:,} infinite "
+                                      f"cell{'s' * (n_inf != 1)} (of {cells:,}); "
                                       "mmfuse takes finite numbers: replace them (by NaN where "
                                       "they mean 'unknown': a NaN cell is missing)"))
     if n_nan and v.missing == "forbid":
         issues.append(spec.issue(("views", vname, "missing"),
-                                 f"{where} has {n_nan:,} NaN cells, and `missing: forbid` says "
+                                 f"{where} has {n_nan:,} NaN cell{'s' * (n_nan != 1)}, and "
+                                 "`missing: forbid` says "
                                  "no cell may be missing; fill them in, or drop `missing: "
                                  "forbid` (NaN cells are then missing)"))
     if largest > LARGE_VALUE and not (v.scale == "standard" and not v.is_tensor):

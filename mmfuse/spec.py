@@ -322,6 +322,11 @@ class Spec(_Model):
         """A :class:`SpecIssue` at ``loc``, with the file and line it came from."""
         return (self._source or SpecSource("<spec>")).issue(loc, message)
 
+    def shown(self, path: Path | str) -> str:
+        """``path`` as a message shows it: relative to the spec's folder when it lies
+        there (``m.npy``), else as it is."""
+        return _relative(str(path), str(self.base_dir or ""))
+
     def dump(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
 

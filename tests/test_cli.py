@@ -74,7 +74,7 @@ BROKEN = {
     "unknown-entity": ("    rows: user\n", "    rows: reader\n", "rows: reader",
                        "views.ratings.rows", "unknown entity 'reader'; known entities: book"),
     "wrong-shape": ("shape: [3, 16, 16]", "shape: [3, 8, 8]", "shape: [3, 8, 8]",
-                    "views.cover.tensor.shape", "data has shape [48, 3, 16, 16]; expected"),
+                    "views.cover.tensor.shape", "covers.npy has shape [48, 3, 16, 16]; expected"),
     "missing-file": ("path: text.npy", "path: gone.npy", "path: gone.npy",
                      "views.text.source.path", "file not found:"),
     "unknown-encoder": ("type: conv,", "type: convv,", "type: convv",
