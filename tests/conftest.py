@@ -93,12 +93,12 @@ def multiview(tmp_path) -> Path:
 
 
 def plugin_rows(output: str) -> dict[str, tuple[str, str]]:
-    """name → (kind, plugin) from the `mmfuse plugins` table."""
+    """name → (kind, plugin) from the `mmfuse plugins` table (kind, name, plugin, package)."""
     rows = {}
     for line in output.splitlines():
         cells = [c.strip() for c in re.split(r"[│|┃]", line)]
         cells = [c for c in cells if c]
-        if len(cells) == 3 and cells != ["kind", "name", "plugin"]:
+        if len(cells) == 4 and cells[:3] != ["kind", "name", "plugin"]:
             rows[cells[1]] = (cells[0], cells[2])
     return rows
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import mmfuse_dfmf.fetch as fetch
 import numpy as np
 import pytest
-from mmfuse_dfmf import DfmfDataset
+from mmfuse_dfmf.dataset import DfmfDataset
 from mmfuse_dfmf.tables import parse_table, split_names
 
 from mmfuse.api import train

@@ -17,9 +17,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from mmfuse_goodreads import Goodreads, PrepareParams, check_alignment, prepare
 from mmfuse_goodreads.covers import CoverDownloader, FolderCovers
-from mmfuse_goodreads.prepare import sample_key
+from mmfuse_goodreads.dataset import Goodreads
+from mmfuse_goodreads.output import check_alignment
+from mmfuse_goodreads.prepare import PrepareParams, prepare, sample_key
 from mmfuse_goodreads.records import Book, fiction_code
 from PIL import Image
 from typer.testing import CliRunner

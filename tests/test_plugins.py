@@ -5,13 +5,13 @@ from __future__ import annotations
 import importlib
 import inspect
 import json
+import os
 import subprocess
 import sys
 import types
 from pathlib import Path
 
 import numpy as np
-import pluggy
 import pytest
 from conftest import write_multiview
 from typer.testing import CliRunner
@@ -117,16 +117,22 @@ def test_unknown_name_suggests_a_close_one():
     assert {"images", "npy", "npz", "word2vec"} <= set(readers.names())
 
 
-def test_failing_register_hook_is_a_plugin_error_naming_the_plugin():
+def test_a_failing_register_hook_leaves_that_plugin_out():
     def boom(register):
+        register.add("half", object())  # registered before it failed: withdrawn
         raise RuntimeError("boom")
 
-    with pytest.raises(PluginError) as info:
-        collect(make_manager(extra=[plugin("fragile", mmfuse_register_encoders=boom)]))
-    assert str(info.value) == "plugin 'fragile' failed in mmfuse_register_encoders: boom"
+    plugins = collect(make_manager(extra=[plugin("fragile", mmfuse_register_encoders=boom,
+                                                 mmfuse_register_readers=adds("r", "fr"))]))
+    assert plugins.broken == {"fragile": "failed in mmfuse_register_encoders: RuntimeError: boom"}
+    assert "half" not in plugins.encoders and "fr" not in plugins.readers
+    assert plugins.manager.get_plugin("fragile") is None
+    assert "dense" in plugins.encoders  # the others are all there
+    message = plugins.encoders.unknown_message("half")
+    assert "plugin 'fragile' could not be loaded and may be the one that provides it" in message
 
 
-def test_broken_plugin_exits_4_in_the_cli(monkeypatch):
+def test_a_broken_plugin_is_named_by_mmfuse_plugins_with_exit_4(monkeypatch):
     def boom(register):
         raise RuntimeError("boom")
 
@@ -138,18 +144,105 @@ def test_broken_plugin_exits_4_in_the_cli(monkeypatch):
     get_plugins.cache_clear()
     result = invoke("plugins")
     assert result.exit_code == 4
-    assert "plugin 'fragile' failed in mmfuse_register_readers: boom" in " ".join(
-        result.output.split())
+    out = " ".join(result.output.split())
+    assert "plugin 'fragile' is left out: failed in mmfuse_register_readers: RuntimeError: boom" \
+        in out
+    assert "npy" in out  # every other plugin is listed
     assert "Traceback" not in result.output
 
 
-def test_entry_point_that_fails_to_load_is_a_plugin_error(monkeypatch):
-    def fail(self, group, name=None):
-        raise ImportError("No module named 'mmfuse_gone'")
+def test_an_entry_point_that_fails_to_import_is_left_out(monkeypatch):
+    class Dist:
+        name, version = "mmfuse-gone", "1.0"
 
-    monkeypatch.setattr(pluggy.PluginManager, "load_setuptools_entrypoints", fail)
-    with pytest.raises(PluginError, match="could not load an mmfuse plugin: No module named"):
-        make_manager()
+    class EntryPoint:
+        name, value, group, dist = "gone", "mmfuse_gone", "mmfuse", Dist()
+
+        def load(self):
+            raise ImportError("No module named 'mmfuse_gone'")
+
+    real = importlib.metadata.entry_points
+    monkeypatch.setattr(importlib.metadata, "entry_points",
+                        lambda group: [*real(group=group), EntryPoint()])
+    plugins = collect(make_manager())
+    assert plugins.broken == {"gone": "cannot be loaded from mmfuse_gone (package mmfuse-gone "
+                                      "1.0): ImportError: No module named 'mmfuse_gone'"}
+    assert "npy" in plugins.readers
+    assert plugins.distribution("readers").startswith("mmfuse ")
+
+
+def test_an_import_path_is_imported_when_first_used():
+    def lazy(register):
+        register.add("later", "json:dumps")
+        register.add("gone", "mmfuse_no_such_module:thing")
+
+    plugins = collect(make_manager(extra=[plugin("lazy", mmfuse_register_encoders=lazy)]))
+    import json
+    assert plugins.encoders.get("later") is json.dumps
+    with pytest.raises(PluginError) as info:
+        plugins.encoders.get("gone")
+    assert str(info.value) == (
+        "encoder 'gone' of plugin 'lazy' (mmfuse_no_such_module:thing) cannot be loaded: "
+        "ModuleNotFoundError: No module named 'mmfuse_no_such_module'")
+
+
+def test_a_string_that_is_not_an_import_path_is_refused():
+    with pytest.raises(PluginError, match="'dense_enc' is not an import path"):
+        collect(make_manager(extra=[plugin("str", mmfuse_register_encoders=lambda register:
+                                           register.add("x", "dense_enc"))]))
+
+
+BROKEN_PLUGIN = {
+    "mmfuse_broken_testplugin.py": "raise ImportError(\"No module named 'missing_dep'\")\n",
+    "mmfuse_broken_testplugin-0.1.dist-info/METADATA":
+        "Metadata-Version: 2.1\nName: mmfuse-broken-testplugin\nVersion: 0.1\n",
+    "mmfuse_broken_testplugin-0.1.dist-info/entry_points.txt":
+        "[mmfuse]\nbroken = mmfuse_broken_testplugin\n",
+}
+
+
+def _mmfuse_cli(*argv, cwd, pythonpath):
+    env = {**os.environ, "PYTHONPATH": str(pythonpath)}
+    return subprocess.run([sys.executable, "-m", "mmfuse", *argv], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_a_broken_installed_package_leaves_every_other_command_working(tmp_path):
+    site = tmp_path / "site"
+    for rel, text in BROKEN_PLUGIN.items():
+        (site / rel).parent.mkdir(parents=True, exist_ok=True)
+        (site / rel).write_text(text)
+    listed = _mmfuse_cli("plugins", cwd=tmp_path, pythonpath=site)
+    assert listed.returncode == 4
+    err = " ".join(listed.stderr.split())
+    assert ("plugin 'broken' is left out: cannot be loaded from mmfuse_broken_testplugin "
+            "(package mmfuse-broken-testplugin 0.1): ImportError: No module named "
+            "'missing_dep'") in err
+    assert "npy" in listed.stdout
+    helped = _mmfuse_cli("--help", cwd=tmp_path, pythonpath=site)
+    assert helped.returncode == 0 and "validate" in helped.stdout
+    assert "warning: plugin 'broken' is left out" in helped.stderr
+    spec = write_multiview(tmp_path)
+    checked = _mmfuse_cli("validate", str(spec), cwd=tmp_path, pythonpath=site)
+    assert checked.returncode == 0, checked.stderr
+    assert "spec and data OK" in " ".join(checked.stdout.split())
+
+
+def test_help_and_plugins_import_no_heavy_library():
+    """Start-up stays light: the command line and the plugin list import neither torch nor
+    the libraries behind the readers (each is imported by the command that needs it)."""
+    code = ("import sys\n"
+            "from typer.testing import CliRunner\n"
+            "from mmfuse.cli import app\n"
+            "for argv in (['--help'], ['plugins'], ['train', '--help'], ['data', '--help'],"
+            " ['bench', '--help'], ['validate', '--help']):\n"
+            "    assert CliRunner().invoke(app, argv).exit_code == 0, argv\n"
+            "heavy = {'torch', 'torchvision', 'sklearn', 'scipy', 'pandas', 'gensim', 'PIL',"
+            " 'networkx'}\n"
+            "print(sorted(heavy & {m.split('.')[0] for m in sys.modules}))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120, check=True).stdout
+    assert out.strip() == "[]"
 
 
 # --------------------------------------------------------------------------- default encoder

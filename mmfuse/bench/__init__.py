@@ -7,6 +7,16 @@ watching its memory; :mod:`.report` writes ``report.md``, ``results.json`` and p
 
 from __future__ import annotations
 
-from mmfuse.bench.runner import BenchResult, run_bench
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mmfuse.bench.runner import BenchResult, run_bench
 
 __all__ = ["BenchResult", "run_bench"]
+
+
+def __getattr__(name: str) -> Any:  # the runner (and torch) only when asked for
+    if name in __all__:
+        from mmfuse.bench import runner
+        return getattr(runner, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

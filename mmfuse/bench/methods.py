@@ -13,15 +13,16 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mmfuse.api import train
-from mmfuse.data import Data, load_data
 from mmfuse.errors import SpecError
-from mmfuse.plugins import Plugins
-from mmfuse.spec import Spec, SpecSource, apply_override, validate
+
+if TYPE_CHECKING:  # the command line lists the rows without importing torch
+    from mmfuse.data import Data
+    from mmfuse.plugins import Plugins
+    from mmfuse.spec import Spec
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,8 @@ class Method:
 
 def variant(spec: Spec, changes: list[str], replace: dict[str, Any] | None = None) -> Spec:
     """A copy of ``spec`` with ``--set``-style changes and whole sections replaced."""
+    from mmfuse.spec import SpecSource, apply_override, validate
+
     data = copy.deepcopy(spec.dump())
     for key, value in (replace or {}).items():
         data[key] = value
@@ -74,6 +77,8 @@ def _skip(exc: SpecError) -> Skip:
 
 
 def _load(ctx: Context, spec: Spec) -> Data:
+    from mmfuse.data import load_data
+
     try:
         return load_data(spec, ctx.plugins)
     except SpecError as exc:
@@ -81,6 +86,8 @@ def _load(ctx: Context, spec: Spec) -> Data:
 
 
 def _train(ctx: Context, spec: Spec, name: str) -> Output:
+    from mmfuse.api import train
+
     try:
         result = train(spec, ctx.workdir / f"{name}-seed{ctx.seed}", plugins=ctx.plugins,
                        evaluate=False)

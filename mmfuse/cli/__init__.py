@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import sys
 from typing import Annotated
 
 import typer
@@ -104,19 +105,25 @@ results.register(app)
 predict.register(app)
 bench.register(app)
 app.add_typer(data.app, name="data")
-data.register_datasets()
 
 
-def _plugin_commands() -> None:
-    """Commands that plugins add through ``mmfuse_register_commands``."""
+def _plugin_commands(argv: list[str]) -> None:
+    """Commands that plugins add through ``mmfuse_register_commands``; a warning for each
+    plugin left out as broken (``mmfuse plugins`` reports them itself)."""
     from mmfuse.plugins import get_plugins
 
     try:
-        get_plugins().manager.hook.mmfuse_register_commands(app=app)
+        plugins = get_plugins()
+        plugins.manager.hook.mmfuse_register_commands(app=app)
     except MmfuseError as exc:  # a broken plugin must not break `mmfuse --help`
-        err_console.print(f"warning: {exc}", style="yellow")
+        err_console.print(f"warning: {exc}", style="yellow", markup=False, highlight=False)
+        return
+    if "plugins" not in argv:
+        for name, why in plugins.broken.items():
+            err_console.print(f"warning: plugin {name!r} is left out: {why}", style="yellow",
+                              markup=False, highlight=False, soft_wrap=True)
 
 
 def main() -> None:
-    _plugin_commands()
+    _plugin_commands(sys.argv[1:])
     app()

@@ -10,9 +10,7 @@ from typing import Annotated
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from mmfuse.bench import run_bench
 from mmfuse.bench.methods import all_methods
-from mmfuse.bench.report import write_report
 from mmfuse.cli.options import SetOpt
 from mmfuse.cli.render import console, err_console
 
@@ -32,6 +30,9 @@ def bench_command(
     set_: SetOpt = None,
 ) -> None:
     """Train every row over seeds; write report.md, results.json and plots."""
+    from mmfuse.bench import run_bench
+    from mmfuse.bench.report import write_report
+
     out = out or Path("bench") / dataset
     command = "mmfuse " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),

@@ -12,13 +12,35 @@ from typing import Annotated, Any
 
 import typer
 import yaml
+from typer.core import TyperGroup
 
 from mmfuse.cli.render import console
 from mmfuse.errors import MmfuseError
 from mmfuse.plugins import get_plugins
 
+
+class DatasetCommands(TyperGroup):
+    """One sub-command per registered dataset, made when asked for: a dataset plugin is
+    imported only by ``mmfuse data prepare`` itself (start-up stays light)."""
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        return get_plugins().datasets.names()
+
+    def get_command(self, ctx: Any, name: str) -> Any:
+        entries = get_plugins().datasets.entries
+        if name not in entries:
+            return None
+        entry = entries[name]
+        command = (getattr(entry.obj, "prepare_command", None)
+                   or _generic(entry.name, entry.obj, entry.plugin))
+        one = typer.Typer()
+        one.command(name, help=(command.__doc__ or "").strip() or None)(command)
+        return typer.main.get_command(one)
+
+
 app = typer.Typer(help="Prepare data sets that specs point at.", no_args_is_help=True)
-prepare_app = typer.Typer(help="Prepare (or check) a dataset's folder.", no_args_is_help=True)
+prepare_app = typer.Typer(cls=DatasetCommands, no_args_is_help=True,
+                          help="Prepare (or check) a dataset's folder.")
 app.add_typer(prepare_app, name="prepare")
 
 
@@ -43,10 +65,3 @@ def _generic(name: str, dataset: Any, plugin: str):
     prepare.__doc__ = f"Prepare the {name!r} dataset (plugin {plugin})."
     return prepare
 
-
-def register_datasets() -> None:
-    """One ``prepare`` sub-command per registered dataset."""
-    for entry in get_plugins().datasets.entries.values():
-        command = (getattr(entry.obj, "prepare_command", None)
-                   or _generic(entry.name, entry.obj, entry.plugin))
-        prepare_app.command(entry.name, help=(command.__doc__ or "").strip() or None)(command)

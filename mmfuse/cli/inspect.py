@@ -8,14 +8,10 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from mmfuse.build import build, describe_model
 from mmfuse.cli.options import IgnoreMemoryOpt, SetOpt, SpecArg
-from mmfuse.cli.render import console
-from mmfuse.cost import check_memory, estimate
-from mmfuse.cost import render as render_cost
-from mmfuse.graph import build_graph, render_dot, render_text
+from mmfuse.cli.render import console, err_console
+from mmfuse.errors import PluginError
 from mmfuse.plugins import KINDS, get_plugins
-from mmfuse.spec import load_spec
 
 
 class GraphFormat(str, Enum):
@@ -27,6 +23,12 @@ def validate_command(spec_path: SpecArg, set_: SetOpt = None,
                      ignore_memory: IgnoreMemoryOpt = False) -> None:
     """Check the spec and its data; print the graph, the resolved model and its cost (cells
     per step and epoch, peak memory estimate) without training."""
+    from mmfuse.build import build, describe_model
+    from mmfuse.cost import check_memory, estimate
+    from mmfuse.cost import render as render_cost
+    from mmfuse.graph import render_text
+    from mmfuse.spec import load_spec
+
     spec = load_spec(spec_path, set_ or [])
     built = build(spec, get_plugins(), device="cpu")
     for note in built.plan.notes:
@@ -53,6 +55,9 @@ def graph_command(
     set_: SetOpt = None,
 ) -> None:
     """Print the graph of entities and views (text, or Graphviz dot)."""
+    from mmfuse.graph import build_graph, render_dot, render_text
+    from mmfuse.spec import load_spec
+
     spec = load_spec(spec_path, set_ or [])
     graph = build_graph(spec, get_plugins())
     text = render_dot(graph) if format is GraphFormat.dot else render_text(graph, spec)
@@ -60,13 +65,20 @@ def graph_command(
 
 
 def plugins_command() -> None:
-    """List every registered encoder, reader, dataset, likelihood and callback, with its plugin."""
+    """List every registered encoder, reader, dataset, likelihood and callback, with its plugin
+    and the package that installed it; then the plugins that could not be loaded (exit 4)."""
     plugins = get_plugins()
-    table = Table("kind", "name", "plugin")
+    table = Table("kind", "name", "plugin", "package")
     for kind in KINDS:
         for entry in plugins.registry(kind).entries.values():
-            table.add_row(kind[:-1], entry.name, entry.plugin)
+            table.add_row(kind[:-1], entry.name, entry.plugin,
+                          plugins.distribution(entry.plugin) or "–")
     console.print(table)
+    for name, why in plugins.broken.items():
+        err_console.print(f"plugin {name!r} is left out: {why}", style="red", markup=False,
+                          highlight=False, soft_wrap=True)
+    if plugins.broken:
+        raise typer.Exit(PluginError.exit_code)
 
 
 def schema_command() -> None:

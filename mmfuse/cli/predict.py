@@ -14,8 +14,6 @@ from mmfuse.cli.options import RunArg
 from mmfuse.cli.render import console
 from mmfuse.cli.results import _parse_data
 from mmfuse.errors import DataError
-from mmfuse.predict import CellModel
-from mmfuse.run import RunDir
 
 IdsOpt = Annotated[list[str] | None, typer.Option(
     help="Ids (repeat the option, or separate with commas).")]
@@ -97,6 +95,9 @@ def predict_command(
     if bool(wanted) == bool(data):
         raise typer.BadParameter("give known rows (--rows / --rows-file) or new rows (--data)",
                                  param_hint="--rows")
+    from mmfuse.predict import CellModel
+    from mmfuse.run import RunDir
+
     run = RunDir(run_path)
     built = None
     if data:  # new rows go through the trained encoders: the model, with its data

@@ -1,70 +1,15 @@
-"""Terminal rendering shared by the commands: consoles, the progress bar, tables."""
+"""Terminal rendering shared by the commands: consoles and tables."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping
 from typing import Any
 
 from rich.console import Console, Group
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 from rich.table import Table
-
-from mmfuse.plugin_api import Callback
 
 console = Console()
 err_console = Console(stderr=True)
-
-
-def format_terms(terms: Mapping[str, float]) -> str:
-    return "  ".join(f"{k} {v:.4g}" for k, v in terms.items())
-
-
-class ProgressBar(Callback):
-    """A rich progress bar over epochs and steps with the loss and the job's rate (the
-    primary's instances or cells per second, over every process)."""
-
-    def __init__(self, total_epochs: int):
-        self.total_epochs = total_epochs
-        self.started = 0.0
-        self.progress = Progress(
-            TextColumn("[bold]epoch {task.fields[epoch]}/{task.fields[of]}"), BarColumn(),
-            MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
-            TextColumn("{task.fields[terms]}"), console=err_console, transient=False)
-        self.task = None
-
-    def on_train_start(self, trainer) -> None:
-        self.progress.start()
-
-    def on_epoch_start(self, trainer, epoch, steps) -> None:
-        if self.task is not None:
-            self.progress.remove_task(self.task)
-        self.task = self.progress.add_task("train", total=steps, epoch=epoch,
-                                           of=self.total_epochs, terms="")
-        self.started = time.perf_counter()
-
-    def on_step_end(self, trainer, step, terms) -> None:
-        batcher = trainer.built.batcher  # every process takes its steps in step with rank 0
-        done = batcher.epoch_size() * step / batcher.steps_per_epoch()
-        rate = done / max(time.perf_counter() - self.started, 1e-9)
-        unit = "cells" if batcher.primary_is_view else batcher.primary
-        self.progress.update(self.task, completed=step,
-                             terms=f"loss {terms['loss']:.4g}  {rate:,.0f} {unit}/s")
-
-    def on_epoch_end(self, trainer, epoch, metrics) -> None:
-        note = "  (converged)" if trainer.converged else ""
-        self.progress.console.print(f"epoch {epoch:>3}  {format_terms(metrics)}{note}",
-                                    highlight=False)
-
-    def on_train_end(self, trainer) -> None:
-        self.progress.stop()
 
 
 LOWER_IS_BETTER = {"mse"}

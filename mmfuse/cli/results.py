@@ -8,19 +8,18 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import numpy as np
-import scipy.sparse as sp
 import typer
 
-from mmfuse.api import embed_new, evaluate_run, load_trained
 from mmfuse.cli.options import RunArg
 from mmfuse.cli.render import console, evaluation_table
-from mmfuse.data import dtype_problem
 from mmfuse.errors import DataError, describe
-from mmfuse.run import RunDir
 
 
 def evaluate_command(run_path: RunArg) -> None:
     """Probe a run's embeddings on its spec's targets, beside the trivial floor."""
+    from mmfuse.api import evaluate_run
+    from mmfuse.run import RunDir
+
     run = RunDir(run_path)
     result = evaluate_run(run)
     console.print(evaluation_table(result))
@@ -31,6 +30,10 @@ def load_new_data(view: str, path: Path) -> Any:
     """The new instances of ``--data VIEW=FILE``: a ``.npy`` array (NaN cells missing) or a
     scipy sparse ``.npz`` (cells not stored are missing) of numbers; a :class:`DataError`
     names the file and what is wrong (never unpickles anything)."""
+    import scipy.sparse as sp
+
+    from mmfuse.data import dtype_problem
+
     where = f"--data {view}={path}"
     if path.is_dir():
         raise DataError(f"{where}: is a folder; give a .npy or .npz file")
@@ -106,6 +109,9 @@ def embed_command(
         help="New instances: VIEW=FILE.npy in the view's input space (repeat per view).")] = None,
 ) -> None:
     """Write an entity's embeddings; with --data, embed new instances through the encoders."""
+    from mmfuse.api import embed_new, load_trained
+    from mmfuse.run import RunDir
+
     run = RunDir(run_path)
     if data:
         arrays = _parse_data(data)

@@ -9,14 +9,9 @@ from typing import Annotated
 
 import typer
 
-from mmfuse.api import default_run_dir, train
 from mmfuse.cli.options import IgnoreMemoryOpt, SetOpt, SpecArg
-from mmfuse.cli.render import ProgressBar, console, err_console, evaluation_table
+from mmfuse.cli.render import console, err_console, evaluation_table
 from mmfuse.errors import Interrupted
-from mmfuse.launch import LaunchError, launch
-from mmfuse.run import RunWriteError
-from mmfuse.spec import load_spec
-from mmfuse.training import TrainingError
 
 
 def train_command(
@@ -38,6 +33,12 @@ def train_command(
     ignore_memory: IgnoreMemoryOpt = False,
 ) -> None:
     """Train a spec: write the run folder, embeddings of every entity, and the evaluation."""
+    from mmfuse.api import default_run_dir
+    from mmfuse.launch import LaunchError, launch
+    from mmfuse.run import RunWriteError
+    from mmfuse.spec import load_spec
+    from mmfuse.training import TrainingError
+
     overrides = list(set_ or [])
     if epochs is not None:
         overrides.append(f"train.epochs={epochs}")
@@ -105,6 +106,10 @@ def resume_command(spec_path: Path, out: Path, sets: list[str], epochs: int | No
 def run_training(spec_path: Path, overrides: list[str], out: Path, resume: bool, quiet: bool,
                  no_report: bool, ignore_memory: bool) -> None:
     """Train and report, in this process (each process of a job runs it; rank 0 reports)."""
+    from mmfuse.api import train
+    from mmfuse.cli.progress import ProgressBar
+    from mmfuse.spec import load_spec
+
     spec = load_spec(spec_path, overrides)
     callbacks = [] if quiet else [ProgressBar(spec.train.epochs)]
     result = train(spec, out, resume=resume, callbacks=callbacks, ignore_memory=ignore_memory)

@@ -3,20 +3,21 @@
 
 from __future__ import annotations
 
-from mmfuse import hookimpl
-from mmfuse.plugin_api import ViewSide
-from mmfuse.plugins import Register
+from typing import TYPE_CHECKING
 
-from .conv import build_conv
-from .dense import build_dense
-from .sparse import build_sparse
+from mmfuse import hookimpl
+
+if TYPE_CHECKING:
+    from mmfuse.plugin_api import ViewSide
+    from mmfuse.plugins import Register
 
 
 @hookimpl
 def mmfuse_register_encoders(register: Register) -> None:
-    register.add("dense", build_dense)
-    register.add("sparse", build_sparse)
-    register.add("conv", build_conv)
+    # import paths: each module (and torch) is imported when a model first needs it
+    register.add("dense", "mmfuse_encoders.dense:build_dense")
+    register.add("sparse", "mmfuse_encoders.sparse:build_sparse")
+    register.add("conv", "mmfuse_encoders.conv:build_conv")
 
 
 @hookimpl(trylast=True)

@@ -5,66 +5,17 @@ Each loss is the mean over observed cells only (``mask`` True), so missing cells
 
 from __future__ import annotations
 
-import math
-
-import torch
-import torch.nn.functional as F
+from typing import TYPE_CHECKING
 
 from mmfuse import hookimpl
-from mmfuse.plugins import Register
 
-
-def masked_mean(cells: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-    if mask is None:
-        return cells.mean()
-    mask = mask.to(cells.dtype)
-    return (cells * mask).sum() / mask.sum().clamp_min(1.0)
-
-
-class Gaussian:
-    """Squared error; identity link."""
-
-    def loss(self, pred, target, mask):
-        return masked_mean(F.mse_loss(pred, target, reduction="none"), mask)
-
-    def link(self, pred):
-        return pred
-
-    def inverse_link(self, mean: float) -> float:
-        return mean
-
-
-class Bernoulli:
-    """Binary cross-entropy on logits; sigmoid link.  Targets in [0, 1]."""
-
-    def loss(self, pred, target, mask):
-        cells = F.binary_cross_entropy_with_logits(pred, target, reduction="none")
-        return masked_mean(cells, mask)
-
-    def link(self, pred):
-        return torch.sigmoid(pred)
-
-    def inverse_link(self, mean: float) -> float:
-        p = min(max(mean, 1e-6), 1 - 1e-6)
-        return math.log(p / (1 - p))
-
-
-class Poisson:
-    """Poisson negative log-likelihood on the log rate; exp link.  Counts ≥ 0."""
-
-    def loss(self, pred, target, mask):
-        cells = F.poisson_nll_loss(pred, target, log_input=True, full=False, reduction="none")
-        return masked_mean(cells, mask)
-
-    def link(self, pred):
-        return torch.exp(pred)
-
-    def inverse_link(self, mean: float) -> float:
-        return math.log(max(mean, 1e-6))
+if TYPE_CHECKING:
+    from mmfuse.plugins import Register
 
 
 @hookimpl
 def mmfuse_register_likelihoods(register: Register) -> None:
-    register.add("gaussian", Gaussian())
-    register.add("bernoulli", Bernoulli())
-    register.add("poisson", Poisson())
+    # import paths (:mod:`.likelihoods`): torch is imported when a model first needs it
+    register.add("gaussian", "mmfuse_likelihoods.likelihoods:GAUSSIAN")
+    register.add("bernoulli", "mmfuse_likelihoods.likelihoods:BERNOULLI")
+    register.add("poisson", "mmfuse_likelihoods.likelihoods:POISSON")

