@@ -33,6 +33,10 @@ class Skip(Exception):
     """This row cannot run here; the message says why (shown in the report)."""
 
 
+def _quiet(stage: str, fraction: float) -> None:
+    pass
+
+
 @dataclass
 class Context:
     spec: Spec  # the data set's spec with this seed's overrides
@@ -40,6 +44,8 @@ class Context:
     workdir: Path
     plugins: Plugins
     histories: dict[str, list[dict[str, float]]] = field(default_factory=dict)
+    # what the row is doing now ("epoch 3/30, loss 0.12") and how far it is (0..1)
+    stage: Callable[[str, float], None] = _quiet
 
 
 @dataclass
@@ -48,6 +54,8 @@ class Output:
     train_seconds: float
     instances: int  # instances of the primary entity seen in training (for samples/s)
     supervised: bool = False  # features for the supervised MLP, not unsupervised embeddings
+    # held-out cells (``evaluate.holdout``): evaluate_holdout's result for the trained run
+    holdout: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -55,7 +63,7 @@ class Method:
     name: str
     label: str
     run: Callable[[Context], Output]
-    published: str | None = None  # key into benchmarks/published_goodreads.json
+    published: str | None = None  # key into published_goodreads.json (mmfuse/bench)
 
 
 def variant(spec: Spec, changes: list[str], replace: dict[str, Any] | None = None) -> Spec:
@@ -85,12 +93,46 @@ def _load(ctx: Context, spec: Spec) -> Data:
         raise _skip(exc) from None
 
 
-def _train(ctx: Context, spec: Spec, name: str) -> Output:
-    from mmfuse.api import train
+def featurizing(spec: Spec) -> str:
+    """What building the spec's data does, for the progress line."""
+    readers = sorted({v.source.reader for v in spec.views.values()})
+    return f"reading and featurizing the views ({', '.join(readers)})"
 
+
+def _progress(ctx: Context, name: str, epochs: int):
+    """A training observer that tells the bench's progress line the epoch and the loss."""
+    from mmfuse.plugin_api import Callback
+
+    class Progress(Callback):
+        epoch, steps, loss = 0, 1, ""
+
+        def on_epoch_start(self, trainer, epoch, steps) -> None:
+            self.epoch, self.steps = epoch, max(steps, 1)
+            ctx.stage(f"{name}: epoch {epoch}/{epochs}{self.loss}", (epoch - 1) / epochs)
+
+        def on_step_end(self, trainer, step, terms) -> None:
+            if step % 10 == 0 or step == self.steps:
+                ctx.stage(f"{name}: epoch {self.epoch}/{epochs}{self.loss}",
+                          (self.epoch - 1 + step / self.steps) / epochs)
+
+        def on_epoch_end(self, trainer, epoch, metrics) -> None:
+            self.loss = f", loss {metrics['loss']:.4g}"
+
+    return Progress()
+
+
+def _train(ctx: Context, spec: Spec, name: str) -> Output:
+    """Train a spec variant in ``runs/NAME-seedS``; a folder that an interrupted bench left
+    with a checkpoint continues from it (``mmfuse train --resume``: the same result)."""
+    from mmfuse.api import train
+    from mmfuse.run import RunDir
+
+    folder = ctx.workdir / f"{name}-seed{ctx.seed}"
+    resume = RunDir(folder).checkpoint_file.is_file() and RunDir(folder).is_run()
+    ctx.stage(f"{name}: {featurizing(spec)}", 0.0)
     try:
-        result = train(spec, ctx.workdir / f"{name}-seed{ctx.seed}", plugins=ctx.plugins,
-                       evaluate=False)
+        result = train(spec, folder, resume=resume, plugins=ctx.plugins, evaluate=False,
+                       callbacks=[_progress(ctx, name, spec.train.epochs)])
     except SpecError as exc:
         raise _skip(exc) from None
     t = result.trainer
@@ -98,7 +140,27 @@ def _train(ctx: Context, spec: Spec, name: str) -> Output:
     run = result.run
     entities = {e: run.read_embeddings(e)[0] for e in spec.entities}
     n = result.built.batcher.epoch_size()
-    return Output(entities, sum(h["seconds"] for h in t.history), n * t.epoch)
+    holdout = None
+    if spec.evaluate is not None and spec.evaluate.holdout is not None:
+        ctx.stage(f"{name}: held-out cells", 1.0)
+        holdout = _holdout(spec, result)
+    return Output(entities, sum(h["seconds"] for h in t.history), n * t.epoch,
+                  holdout=holdout)
+
+
+def _holdout(spec: Spec, result: Any) -> dict[str, Any] | None:
+    """The held-out cells' metrics of a trained run, beside the completion baselines; None
+    when this variant cannot predict them (e.g. no factor term on a held-out view)."""
+    from mmfuse.errors import MmfuseError
+    from mmfuse.holdout import evaluate_holdout
+    from mmfuse.predict import CellModel
+
+    data = result.built.data
+    try:
+        return evaluate_holdout(spec, data, CellModel.from_run(result.run, data, spec))
+    except MmfuseError as exc:
+        log.info("no held-out metrics for %s: %s", result.run.root, exc)
+        return None
 
 
 def tensor_views(spec: Spec) -> list[str]:
@@ -175,7 +237,8 @@ def convae_mf(ctx: Context) -> Output:
                        "source": {"reader": "npy", "path": str(codes)}}
     stage2 = variant(ctx.spec, ["model.preset=dcmf"], {"views": views, "entities": entities})
     out = _train(ctx, stage2, "convae_mf")
-    return Output(out.embeddings, seconds + out.train_seconds, int(instances + out.instances))
+    return Output(out.embeddings, seconds + out.train_seconds, int(instances + out.instances),
+                  holdout=out.holdout)
 
 
 def mlp_features(cnn: str) -> Callable[[Context], Output]:
@@ -183,6 +246,7 @@ def mlp_features(cnn: str) -> Callable[[Context], Output]:
 
     def run(ctx: Context) -> Output:
         spec = cnn_variant(ctx.spec, cnn)
+        ctx.stage(f"mlp_{cnn}: {featurizing(spec)}", 0.0)
         data = _load(ctx, spec)
         feats: dict[str, np.ndarray] = {}
         for entity, n in data.sizes.items():
@@ -205,6 +269,7 @@ def cmfrec_row(cnn: str) -> Callable[[Context], Output]:
         except ImportError:
             raise Skip("cmfrec is not installed (pip install cmfrec)") from None
         spec = cnn_variant(ctx.spec, cnn)
+        ctx.stage(f"cmfrec_{cnn}: {featurizing(spec)}", 0.0)
         data = _load(ctx, spec)
         side = tensor_views(ctx.spec)  # the featurized tensor views, in spec order
         entity = spec.views[side[0]].rows
@@ -214,6 +279,7 @@ def cmfrec_row(cnn: str) -> Callable[[Context], Output]:
             raise Skip("no matrix view besides the featurized tensor")
         x = data.views[main[0]].rows(np.arange(n))[0]
         u = np.concatenate([data.views[v].rows(np.arange(n))[0] for v in side], axis=1)
+        ctx.stage(f"cmfrec_{cnn}: fitting cmfrec", 0.5)
         start = time.perf_counter()
         model = cmfrec.CMF(k=ctx.spec.model.dim, random_state=ctx.seed, verbose=False)
         model.fit(X=x, U=u)

@@ -8,16 +8,26 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from mmfuse.bench.methods import all_methods
+from mmfuse.bench.packaged import datasets
 from mmfuse.cli.options import SetOpt
 from mmfuse.cli.render import console, err_console
 
 
+def _clock(seconds: float | None) -> str:
+    if seconds is None:
+        return "ETA …"
+    m, s = divmod(int(seconds + 0.5), 60)
+    h, m = divmod(m, 60)
+    return f"ETA ≈ {h}:{m:02d}:{s:02d}" if h else f"ETA ≈ {m}:{s:02d}"
+
+
 def bench_command(
-    dataset: Annotated[str, typer.Option(help="goodreads | emoji | dicty (specs/NAME.yaml)")]
-    = "goodreads",
+    dataset: Annotated[str, typer.Option(
+        help="Data set: " + " | ".join(datasets()) + " (specs/NAME.yaml of the working "
+        "directory, else mmfuse's own), or any other with --spec")] = "goodreads",
     methods: Annotated[str | None, typer.Option(
         help="Comma-separated rows (default: all). Known: "
         + ", ".join(m.name for m in all_methods()))] = None,
@@ -25,34 +35,56 @@ def bench_command(
     quick: Annotated[bool, typer.Option(help="Few epochs: a smoke test in minutes.")] = False,
     out: Annotated[Path | None, typer.Option(help="Report folder (default bench/DATASET).")]
     = None,
-    spec: Annotated[Path | None, typer.Option(help="Spec to use instead of specs/DATASET.yaml.",
+    spec: Annotated[Path | None, typer.Option(help="Spec to use instead of DATASET's.",
                                               exists=True, dir_okay=False)] = None,
+    resume: Annotated[bool, typer.Option(
+        help="Continue the bench in --out: its finished runs are kept, the rest run.")]
+    = False,
     set_: SetOpt = None,
 ) -> None:
-    """Train every row over seeds; write report.md, results.json and plots."""
+    """Train every row over seeds; write report.md, results.json and plots (rewritten after
+    every run: Ctrl-C loses nothing finished, and --resume continues)."""
     from mmfuse.bench import run_bench
-    from mmfuse.bench.report import write_report
+    from mmfuse.bench.runner import BenchStatus
 
     out = out or Path("bench") / dataset
     command = "mmfuse " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), console=err_console) as progress:
-        task = progress.add_task("bench", total=None)
+    last: list[BenchStatus] = []
+    progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(bar_width=30),
+                        TextColumn("{task.fields[info]}"), TimeElapsedColumn(),
+                        console=err_console)
+    whole = progress.add_task(f"bench {dataset}", total=None, info="")
+    row = progress.add_task("", total=1.0, info="")
 
-        def on_progress(what: str, done: int, total: int) -> None:
-            progress.update(task, description=what, completed=done, total=total)
+    def on_progress(s: BenchStatus) -> None:
+        last[:] = [s]
+        progress.update(whole, completed=s.done + s.fraction, total=s.total,
+                        info=f"{s.done}/{s.total} runs  {_clock(s.eta_seconds)}")
+        progress.update(row, description=s.row, completed=s.fraction, info=s.stage)
 
-        result = run_bench(dataset, methods=methods.split(",") if methods else None,
-                           seeds=seeds, quick=quick, out=out, overrides=list(set_ or []),
-                           spec_path=spec, on_progress=on_progress)
-    write_report(result, out, command)
+    try:
+        with progress:
+            result = run_bench(dataset, methods=methods.split(",") if methods else None,
+                               seeds=seeds, quick=quick, out=out, overrides=list(set_ or []),
+                               spec_path=spec, resume=resume, command=command,
+                               on_progress=on_progress)
+    except (KeyboardInterrupt, Exception) as exc:
+        if last and (out / "results.json").is_file() and not isinstance(exc, typer.Exit):
+            again = command if "--resume" in sys.argv else command + " --resume"
+            err_console.print(f"stopped: {last[0].done} of {last[0].total} runs finished and "
+                              f"kept in {out} (report.md); continue with: {again}",
+                              style="yellow", markup=False, highlight=False, soft_wrap=True)
+        raise
     reasons: dict[str, list[str]] = {}
-    for name, row in result.rows.items():
-        if row["skipped"]:
-            reasons.setdefault(row["skipped"], []).append(name)
+    for name, r in result.rows.items():
+        if r["skipped"]:
+            reasons.setdefault(r["skipped"], []).append(name)
     for why, names in reasons.items():
         err_console.print(f"not run: {', '.join(names)}: {why}", style="yellow", markup=False,
                           highlight=False, soft_wrap=True)
+    if result.resumed_runs:
+        console.print(f"kept {result.resumed_runs} finished runs of the earlier bench",
+                      highlight=False)
     console.print(f"report: {out / 'report.md'}", highlight=False)
 
 
