@@ -127,7 +127,7 @@ class Batcher:
     def _negative_rate(self, view: str) -> float:
         rate = self.spec.views[view].negatives
         if rate is None:
-            rate = 1.0 if self.spec.views[view].likelihood == "bernoulli" else 0.0
+            rate = 1.0 if self.spec.views[view].likelihood.type == "bernoulli" else 0.0
         return float(rate)
 
     # ------------------------------------------------------------------ sizes

@@ -6,6 +6,7 @@ import logging
 import random
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
+from typing import Any
 
 import networkx as nx
 import numpy as np
@@ -88,17 +89,38 @@ def build(spec: Spec, plugins: Plugins, device: str | torch.device | None = None
         torch.set_num_threads(spec.train.threads)
     seed_everything(spec.seed)
     with _fits(spec, ("model", "dim"), "the model"):
-        codecs, plan = build_codecs(spec, plan, plugins, data.sizes)
+        likelihoods, issues = make_likelihoods(spec, plugins)
+        try:
+            codecs, plan = build_codecs(spec, plan, plugins, data.sizes)
+        except SpecError as exc:  # every problem of the model in one round
+            raise SpecError(issues + exc.issues) from exc.__cause__
+        if issues:
+            raise SpecError(issues)
         model = FusionModel(
-            plan, codecs,
-            likelihoods={v: plugins.likelihoods.get(s.likelihood)
-                         for v, s in spec.views.items()},
+            plan, codecs, likelihoods=likelihoods,
             weights={v: s.weight for v, s in spec.views.items()},
             view_entities={v: (s.rows, s.cols) for v, s in spec.views.items() if s.cols},
             dim=spec.model.dim)
         init_factor_bias(model, data)
         model = model.to(dev)
     return Built(spec, graph, data, plan, model, Batcher(spec, data, plan, dev, shard), dev)
+
+
+def make_likelihoods(spec: Spec, plugins: Plugins) -> tuple[dict[str, Any], list[SpecIssue]]:
+    """Each view's likelihood, made by its plugin's factory from ``likelihood.params``; a
+    factory that refuses its params is an issue at the view's ``likelihood``."""
+    out: dict[str, Any] = {}
+    issues: list[SpecIssue] = []
+    for vname, v in spec.views.items():
+        factory = plugins.likelihoods.get(v.likelihood.type)
+        try:
+            out[vname] = factory(**v.likelihood.params)
+        except MmfuseError:
+            raise
+        except Exception as exc:  # plugin code: a TypeError (unknown param), a ValueError
+            issues.append(spec.issue(("views", vname, "likelihood"),
+                                     f"likelihood {v.likelihood.type!r}: {describe(exc)}"))
+    return out, issues
 
 
 def _out_of_memory(exc: BaseException) -> bool:

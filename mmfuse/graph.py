@@ -68,7 +68,7 @@ def _reference_issues(spec: Spec, plugins: Plugins | None) -> list[SpecIssue]:
         check_plugin(("views", vname, "source", "reader"), "readers", v.source.reader)
         check_plugin(("views", vname, "encoder", "type"), "encoders", v.encoder.type)
         check_plugin(("views", vname, "col_encoder", "type"), "encoders", v.col_encoder.type)
-        check_plugin(("views", vname, "likelihood"), "likelihoods", v.likelihood)
+        check_plugin(("views", vname, "likelihood"), "likelihoods", v.likelihood.type)
     check_plugin(("model", "entity_encoder", "type"), "encoders", spec.model.entity_encoder.type)
     if spec.dataset:
         check_plugin(("dataset", "name"), "datasets", spec.dataset.name)

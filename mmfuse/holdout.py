@@ -16,12 +16,13 @@ Every method predicts the same held-out cells (in data units):
 - ``svd``: the biases plus a truncated SVD (rank ``model.dim``) of their residuals at the
   training cells;
 - ``cmfrec``: cmfrec's CMF (ALS, rank ``model.dim``) on the training cells, where the
-  ``bench`` extra is installed (gaussian and poisson views).
+  ``bench`` extra is installed (every view but 0/1 ones).
 
-Metrics follow the likelihood: gaussian RMSE, MAE, R²; poisson the mean Poisson deviance and
-RMSE; bernoulli ROC-AUC and AUPRC, and, where the view stores only some cells (sparse), the
+Metrics are those the view's likelihood declares (``metrics``): gaussian RMSE, MAE, R²;
+poisson RMSE and the mean Poisson deviance; negbinomial RMSE, MAE and the Poisson deviance;
+bernoulli ROC-AUC and AUPRC, and, where the view stores only some cells (sparse), the
 ranking of each row's held-out cells among every cell it has no training value for
-(recall@k, NDCG@k, MRR).  A sparse bernoulli view's held-out cells are scored against as many
+(recall@k, NDCG@k, MRR).  A sparse 0/1 view's held-out cells are scored against as many
 cells drawn at random from those with no stored value (as 0).
 """
 
@@ -144,9 +145,9 @@ def biases(t: Triplets, reg: float = 5.0, sweeps: int = 5
 class Baselines:
     """The completion baselines fit on one view's training cells; each predicts cells."""
 
-    def __init__(self, t: Triplets, rank: int, likelihood: str, seed: int):
+    def __init__(self, t: Triplets, rank: int, metrics: tuple[str, ...], seed: int):
         self.t = t
-        self.likelihood = likelihood
+        self.counts = "poisson_deviance" in metrics  # rates: positive
         self.mu, self.b_r, self.b_c = biases(t)
         residual = t.values - self.mu - self.b_r[t.rows] - self.b_c[t.cols]
         r = sp.csr_array((residual, (t.rows, t.cols)), shape=t.shape)
@@ -156,7 +157,7 @@ class Baselines:
         svd = TruncatedSVD(n_components=k, random_state=seed)
         self.u = svd.fit_transform(r)  # U Σ
         self.v = svd.components_  # Vᵀ
-        self.cmf = _fit_cmfrec(t, rank, seed) if likelihood in ("gaussian", "poisson") else None
+        self.cmf = None if "roc_auc" in metrics else _fit_cmfrec(t, rank, seed)
 
     def predict(self, rows: np.ndarray, cols: np.ndarray) -> dict[str, np.ndarray]:
         base = self.mu + self.b_r[rows] + self.b_c[cols]
@@ -165,7 +166,7 @@ class Baselines:
                "svd": base + np.einsum("ij,ji->i", self.u[rows], self.v[:, cols])}
         if self.cmf is not None:
             out["cmfrec"] = np.asarray(self.cmf.predict(user=rows, item=cols), dtype=np.float64)
-        if self.likelihood == "poisson":  # rates are positive
+        if self.counts:  # rates are positive
             out = {k: np.maximum(v, 1e-6) for k, v in out.items()}
         return out
 
@@ -192,17 +193,27 @@ def _fit_cmfrec(t: Triplets, rank: int, seed: int):
 # ====================================================================== metrics
 
 
-def value_metrics(y: np.ndarray, pred: np.ndarray, likelihood: str) -> dict[str, float]:
+#: What a likelihood that declares no ``metrics`` is judged by.
+DEFAULT_METRICS = ("rmse", "mae", "r2")
+
+
+def likelihood_metrics(likelihood: Any) -> tuple[str, ...]:
+    """The held-out metrics a likelihood declares (default: rmse, mae, r2)."""
+    return tuple(getattr(likelihood, "metrics", DEFAULT_METRICS))
+
+
+def value_metrics(y: np.ndarray, pred: np.ndarray, metrics: tuple[str, ...]
+                  ) -> dict[str, float]:
     from sklearn.metrics import mean_absolute_error, mean_poisson_deviance, r2_score
 
     err = pred - y
-    out = {"rmse": float(np.sqrt(np.mean(err * err)))}
-    if likelihood == "poisson":
-        out["poisson_deviance"] = float(mean_poisson_deviance(y, np.maximum(pred, 1e-6)))
-    else:
-        out["mae"] = float(mean_absolute_error(y, pred))
-        out["r2"] = float(r2_score(y, pred)) if len(y) > 1 else float("nan")
-    return out
+    compute = {
+        "rmse": lambda: float(np.sqrt(np.mean(err * err))),
+        "mae": lambda: float(mean_absolute_error(y, pred)),
+        "r2": lambda: float(r2_score(y, pred)) if len(y) > 1 else float("nan"),
+        "poisson_deviance": lambda: float(mean_poisson_deviance(y, np.maximum(pred, 1e-6))),
+    }
+    return {m: compute[m]() for m in metrics if m in compute}
 
 
 def class_metrics(y: np.ndarray, score: np.ndarray) -> dict[str, float]:
@@ -287,14 +298,16 @@ def evaluate_view(view: str, spec: Any, matrix: Any, held: HeldCells, model: Any
                   ) -> tuple[dict[str, dict[str, float]], dict[str, Any]]:
     """Each method's metrics on the view's held-out cells, and what the split held."""
     h = spec.evaluate.holdout
-    likelihood = spec.views[view].likelihood
+    likelihood = spec.views[view].likelihood.type
+    metrics = likelihood_metrics(model.likelihoods[view])
+    binary = "roc_auc" in metrics  # 0/1 cells: scored as classes, against drawn non-links
     t = training_triplets(matrix)
     rng = _rng(h, view)
     rows, cols, y = held.rows, held.cols, held.values.astype(np.float64)
     info: dict[str, Any] = {"by": h.by, "fraction": h.fraction, "seed": h.seed,
                             "n_train": int(len(t.values)), "n_test": int(len(held)),
                             "likelihood": likelihood}
-    if likelihood == "bernoulli" and matrix.sparse:
+    if binary and matrix.sparse:
         # stored cells are the known links: score them against as many cells without one
         taken = _stored(matrix, held)
         neg_r, neg_c = _negatives(rng, matrix.shape, taken, len(held))
@@ -304,13 +317,13 @@ def evaluate_view(view: str, spec: Any, matrix: Any, held: HeldCells, model: Any
         t = Triplets(np.concatenate([t.rows, t_neg_r]), np.concatenate([t.cols, t_neg_c]),
                      np.concatenate([t.values, np.zeros(len(t_neg_r))]), t.shape)
         info["n_negatives"] = int(len(neg_r))
-    baselines = Baselines(t, spec.model.dim, likelihood, h.seed)
+    baselines = Baselines(t, spec.model.dim, metrics, h.seed)
     predictions = {"mmfuse": model.cells(view, rows, cols), **baselines.predict(rows, cols)}
-    if likelihood == "bernoulli":
+    if binary:
         result = {name: class_metrics(y, p) for name, p in predictions.items()}
     else:
-        result = {name: value_metrics(y, p, likelihood) for name, p in predictions.items()}
-    if likelihood == "bernoulli" and matrix.sparse:
+        result = {name: value_metrics(y, p, metrics) for name, p in predictions.items()}
+    if binary and matrix.sparse:
         ranked = _ranking(view, matrix, held, model, baselines, h.k, rng)
         for name, metrics in ranked.items():
             result[name].update(metrics)

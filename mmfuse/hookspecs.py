@@ -61,7 +61,8 @@ def mmfuse_register_datasets(register: Register) -> None:
 
 @hookspec
 def mmfuse_register_likelihoods(register: Register) -> None:
-    """Add per-view likelihoods: ``register.add("gaussian", Gaussian())``.
+    """Add likelihood factories: ``register.add("gaussian", Gaussian)``, called with each
+    view's ``likelihood.params`` to make that view's likelihood.
 
     A likelihood implements :class:`mmfuse.plugin_api.Likelihood`.
     """

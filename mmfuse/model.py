@@ -236,6 +236,9 @@ class FusionModel(nn.Module):
         self.plan = plan
         self.dim = dim
         self.likelihoods = likelihoods
+        # those that are modules (their learnt noise scale, dispersion: trained and saved)
+        self.likelihood_modules = nn.ModuleDict(
+            {v: lk for v, lk in likelihoods.items() if isinstance(lk, nn.Module)})
         self.weights = weights
         self.view_entities = view_entities
         self.codecs = nn.ModuleDict(codecs.views)

@@ -50,6 +50,11 @@ class ViewArray:
     ``row_ids`` / ``col_ids``, when the source knows them, are checked against the ids of the
     view's entities, so that views can never be silently misaligned.
     ``info`` is recorded in the run manifest (featurizer parameters, cache file, ...).
+    ``state`` (a featurizer's): what its :func:`featurizer` needs to featurize new raw input
+    as it featurized this one (a vocabulary, word vectors, idf weights, ...): numpy arrays of
+    numbers, bools or str (never objects) and JSON values (str, numbers, bools, lists,
+    dicts).  mmfuse keeps it in the run folder (``inputs/VIEW.featurizer.npz`` and
+    ``inputs.json``), so that a run embeds new raw instances without its training data.
     """
 
     data: np.ndarray | scipy.sparse.spmatrix | scipy.sparse.sparray
@@ -57,6 +62,7 @@ class ViewArray:
     row_ids: list[str] | None = None
     col_ids: list[str] | None = None
     info: dict[str, Any] = field(default_factory=dict)
+    state: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -148,6 +154,43 @@ def declared_params(reader: Any) -> type[BaseModel] | None:
     then receives its params as written and checks them itself)."""
     model = getattr(reader, "params", None)
     return model if isinstance(model, type) and issubclass(model, BaseModel) else None
+
+
+#: ``featurize(path, params, state, context) -> ViewArray`` (or an array): new raw input
+#: (a file or folder of the kind the reader reads: new documents, one a line, for a text
+#: featurizer) featurized with what the reader learnt in training — ``state``, its
+#: :attr:`ViewArray.state` as the run folder kept it (arrays and JSON values; ``{}`` when it
+#: kept none) — and ``params``, the view's validated ``source.params``.  One row per new
+#: instance, in the input's order, in the reader's output space; ``context.row_ids`` are the
+#: new instances' ids where the user gave them (``--ids``), else None.  Raise ``ValueError``
+#: with a clear message on bad input.  Declare it with :func:`featurizer`.
+Featurize = Callable[[Path, Mapping[str, Any], Mapping[str, Any], ReadContext],
+                     "ViewArray | np.ndarray"]
+
+
+def featurizer(featurize: Featurize) -> Callable[[Reader], Reader]:
+    """Declare how a reader featurizes new raw input: ``@featurizer(featurize_word2vec)``
+    above ``def read_word2vec(path, params, ctx)`` (with or without :func:`reader_params`,
+    in either order).  ``mmfuse embed RUN --data VIEW=FILE`` (and ``predict --data``,
+    ``Run.embed``) then takes for such a view a raw FILE (any file but a ``.npy``/``.npz``,
+    which stays an array in the view's input space), featurized by ``featurize`` with the
+    ``state`` the reader returned in training.  A reader without it takes new data as
+    arrays only."""
+    if not callable(featurize):
+        raise TypeError(f"featurizer() takes a function; got {featurize!r}")
+
+    def mark(reader: Reader) -> Reader:
+        reader.featurize = featurize  # type: ignore[attr-defined]
+        return reader
+
+    return mark
+
+
+def declared_featurizer(reader: Any) -> Featurize | None:
+    """The function a reader declared with :func:`featurizer` (None: it featurizes no new
+    raw input)."""
+    featurize = getattr(reader, "featurize", None)
+    return featurize if callable(featurize) else None
 
 
 @dataclass
@@ -265,7 +308,17 @@ def accepted_inputs(factory: EncoderFactory) -> tuple[str, ...]:
 
 @runtime_checkable
 class Likelihood(Protocol):
-    """Per-view loss on observed cells and the link from natural parameter to data scale."""
+    """Per-view loss on observed cells and the link from natural parameter to data scale.
+
+    A plugin registers a factory (a class): ``factory(**params)`` makes the likelihood of
+    one view from its spec's ``likelihood.params`` (a ``TypeError`` or ``ValueError`` is a
+    spec error at that view).  Where it is a :class:`torch.nn.Module`, its parameters (a
+    noise scale, a dispersion) are trained with the model and saved in its checkpoint.
+    Optional attributes: ``metrics``, the held-out metrics that judge it (default
+    ``("rmse", "mae", "r2")``; ``"roc_auc"`` among them makes it a 0/1 likelihood, scored
+    against drawn non-links and ranked per row; known: rmse, mae, r2, poisson_deviance,
+    roc_auc, auprc); ``learnt() -> dict[str, float]``, its learnt parameters in data units
+    (reported after training)."""
 
     def loss(
         self, pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None

@@ -10,6 +10,7 @@ trained encoders (:func:`mmfuse.api.embed_new`): cold start from side informatio
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -27,17 +28,20 @@ class PredictError(MmfuseError):
 
 @dataclass
 class CellModel:
-    """What predicting a view's cells needs: embeddings, intercepts, links, scaling."""
+    """What predicting a view's cells needs: embeddings, intercepts, links (each view's
+    likelihood, with its learnt parameters), scaling."""
 
     spec: Spec
     embeddings: dict[str, np.ndarray]
     intercepts: dict[str, float]
     data: Data
     plugins: Plugins
+    likelihoods: dict[str, Any]
 
     @classmethod
     def from_run(cls, run: RunDir, data: Data | None = None, spec: Spec | None = None,
                  plugins: Plugins | None = None) -> CellModel:
+        from mmfuse.build import make_likelihoods
         from mmfuse.data import load_data
 
         spec = spec or run.read_spec()
@@ -46,7 +50,14 @@ class CellModel:
         intercepts = {key.split(".", 1)[1]: float(value) for key, value in state.items()
                       if key.startswith("factor_bias.")}
         embeddings = {e: run.read_embeddings(e)[0] for e in spec.entities}
-        return cls(spec, embeddings, intercepts, data or load_data(spec, plugins), plugins)
+        likelihoods, _ = make_likelihoods(spec, plugins)  # the run's spec: no issues
+        for view, lk in likelihoods.items():
+            if isinstance(lk, torch.nn.Module):
+                prefix = f"likelihood_modules.{view}."
+                lk.load_state_dict({k[len(prefix):]: v for k, v in state.items()
+                                    if k.startswith(prefix)})
+        return cls(spec, embeddings, intercepts, data or load_data(spec, plugins), plugins,
+                   likelihoods)
 
     def check_view(self, view: str) -> tuple[str, str]:
         """The view's row and column entities; an error unless it has a factor term."""
@@ -66,8 +77,9 @@ class CellModel:
 
     def to_data_units(self, view: str, natural: np.ndarray, cols: np.ndarray) -> np.ndarray:
         """The link of ``natural`` scores, scaled back to the data's units."""
-        likelihood = self.plugins.likelihoods.get(self.spec.views[view].likelihood)
-        out = likelihood.link(torch.from_numpy(np.asarray(natural, np.float32))).numpy()
+        scores = torch.from_numpy(np.asarray(natural, np.float32))
+        with torch.no_grad():
+            out = self.likelihoods[view].link(scores).numpy()
         matrix = self.data.views[view]
         if isinstance(matrix, MatrixData) and matrix.center is not None:
             out = out * matrix.spread[cols] + matrix.center[cols]  # type: ignore[index]

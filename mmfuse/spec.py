@@ -20,11 +20,14 @@ import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     PrivateAttr,
     ValidationError,
     ValidationInfo,
+    WithJsonSchema,
+    model_serializer,
     model_validator,
 )
 
@@ -79,6 +82,24 @@ class EncoderSpec(_Model):
     params: Params
 
 
+class LikelihoodSpec(_Model):
+    """A view's likelihood: ``gaussian``, or ``{type: gaussian, params: {noise: learn}}``."""
+
+    type: str = Field("gaussian", description="a registered likelihood (`mmfuse plugins`)")
+    params: Params
+
+    @model_serializer(mode="wrap")
+    def _bare_name(self, handler: Any) -> Any:
+        """Written as its bare name when it has no params (as most specs give it, and as
+        checkpoints of runs before likelihoods had params identify it)."""
+        out = handler(self)
+        return out["type"] if isinstance(out, dict) and not out.get("params") else out
+
+
+def _likelihood(value: Any) -> Any:
+    return {"type": value} if isinstance(value, str) else value
+
+
 class TermsSpec(_Model):
     """Switch loss terms on or off; None keeps the preset's choice."""
 
@@ -101,7 +122,12 @@ class ViewSpec(_Model):
     source: SourceSpec
     encoder: EncoderSpec = Field(default_factory=EncoderSpec, description="rows / tensor side")
     col_encoder: EncoderSpec = Field(default_factory=EncoderSpec, description="column side")
-    likelihood: str = Field("gaussian", description="a registered likelihood")
+    likelihood: Annotated[LikelihoodSpec, BeforeValidator(_likelihood), WithJsonSchema({"anyOf": [
+        {"type": "string"},
+        {"type": "object", "additionalProperties": False, "required": ["type"],
+         "properties": {"type": {"type": "string"}, "params": {"type": "object"}}}]})] = Field(
+        default_factory=LikelihoodSpec, description="a registered likelihood by name, or "
+        "{type, params} (e.g. gaussian with params {noise: learn})")
     columns: Literal["autoencoder", "sketch", "embedding", "none"] = Field(
         "autoencoder", description="how column factors are made (matrix views)"
     )

@@ -504,7 +504,8 @@ def test_schema_is_the_spec_json_schema():
     assert set(schema["required"]) == {"name", "entities", "views"}
     assert schema["additionalProperties"] is False  # unknown keys are errors in editors too
     view = schema["$defs"]["ViewSpec"]["properties"]
-    assert view["likelihood"]["description"] == "a registered likelihood"
+    assert view["likelihood"]["description"].startswith("a registered likelihood by name")
+    assert [f["type"] for f in view["likelihood"]["anyOf"]] == ["string", "object"]
 
 
 def test_shell_completion_is_offered():

@@ -81,7 +81,7 @@ def test_valid_spec_loads_with_defaults(tmp_path):
     assert spec.name == "t"
     assert spec.entities["b"].size == 4
     v = spec.views["v"]
-    assert (v.rows, v.cols, v.likelihood, v.columns, v.encoder.type) == (
+    assert (v.rows, v.cols, v.likelihood.type, v.columns, v.encoder.type) == (
         "a", "b", "gaussian", "autoencoder", "auto")
     assert spec.train.epochs == 50
     assert v.source.path == (tmp_path / "x.npy").resolve()

@@ -125,6 +125,11 @@ def run_training(spec_path: Path, overrides: list[str], out: Path, resume: bool,
     where = f" in {job} processes ({t.strategy.backend})" if job > 1 else ""
     console.print(f"trained {t.epoch} epochs{where} ({state}); final loss "
                   f"{t.history[-1]['loss']:.5g}", highlight=False)
+    for view, likelihood in result.built.model.likelihoods.items():
+        learnt = getattr(likelihood, "learnt", dict)()
+        if learnt:  # e.g. a gaussian's noise scale, a negative binomial's dispersion
+            console.print(f"learnt by the likelihood of {view!r}: " + ", ".join(
+                f"{k} {v:.4g}" for k, v in learnt.items()), highlight=False)
     if result.evaluation and not no_report:
         console.print(evaluation_table(result.evaluation))
     console.print(f"run: {result.run.root}", highlight=False)

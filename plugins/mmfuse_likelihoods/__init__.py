@@ -1,7 +1,6 @@
-"""Built-in likelihoods: ``gaussian`` (MSE), ``bernoulli`` (BCE on logits), ``poisson``.
-
-Each loss is the mean over observed cells only (``mask`` True), so missing cells never count.
-"""
+"""Built-in likelihoods (:mod:`.likelihoods`): ``gaussian`` (squared error; a learnt noise
+scale with ``noise: learn``), ``bernoulli`` (cross-entropy on logits), ``poisson`` and
+``negbinomial`` (over-dispersed counts, learnt dispersion)."""
 
 from __future__ import annotations
 
@@ -15,7 +14,7 @@ if TYPE_CHECKING:
 
 @hookimpl
 def mmfuse_register_likelihoods(register: Register) -> None:
-    # import paths (:mod:`.likelihoods`): torch is imported when a model first needs it
-    register.add("gaussian", "mmfuse_likelihoods.likelihoods:GAUSSIAN")
-    register.add("bernoulli", "mmfuse_likelihoods.likelihoods:BERNOULLI")
-    register.add("poisson", "mmfuse_likelihoods.likelihoods:POISSON")
+    # classes by import path: torch is imported when a model first needs them
+    for name, cls in [("gaussian", "Gaussian"), ("bernoulli", "Bernoulli"),
+                      ("poisson", "Poisson"), ("negbinomial", "NegativeBinomial")]:
+        register.add(name, f"mmfuse_likelihoods.likelihoods:{cls}")

@@ -1,6 +1,13 @@
-"""The built-in likelihoods: ``gaussian`` (MSE), ``bernoulli`` (BCE on logits), ``poisson``.
+"""The built-in likelihoods, one module per view (``likelihood: {type, params}``):
 
-Each loss is the mean over observed cells only (``mask`` True), so missing cells never count.
+- ``gaussian``: squared error, identity link; ``noise: learn`` learns the view's noise scale;
+- ``bernoulli``: cross-entropy on logits, sigmoid link (0/1 data, networks);
+- ``poisson``: counts, log link;
+- ``negbinomial``: over-dispersed counts (variance μ + μ²/r), log link, the dispersion ``r``
+  learnt (or fixed by a number).
+
+Each loss is the mean over observed cells only (``mask`` True), so missing cells never count,
+and each says which held-out metrics judge it (``metrics``: :mod:`mmfuse.holdout`).
 """
 
 from __future__ import annotations
@@ -9,6 +16,7 @@ import math
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 
 def masked_mean(cells: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
@@ -18,11 +26,27 @@ def masked_mean(cells: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     return (cells * mask).sum() / mask.sum().clamp_min(1.0)
 
 
-class Gaussian:
-    """Squared error; identity link."""
+class Gaussian(nn.Module):
+    """Squared error; identity link.
+
+    ``noise``: ``fixed`` (default): the loss is the mean squared error; ``learn``: a noise
+    scale σ is learnt with the model and the loss is the mean of (y − μ)²/σ² + 2 log σ —
+    twice the negative log-likelihood up to a constant, the mean squared error at σ = 1 —
+    so a view weighs by how well it can be fit (noisy views less), whatever its units."""
+
+    metrics = ("rmse", "mae", "r2")
+
+    def __init__(self, noise: str = "fixed"):
+        super().__init__()
+        if noise not in ("fixed", "learn"):
+            raise ValueError(f"params.noise {noise!r}: fixed or learn")
+        self.log_scale = nn.Parameter(torch.zeros(())) if noise == "learn" else None
 
     def loss(self, pred, target, mask):
-        return masked_mean(F.mse_loss(pred, target, reduction="none"), mask)
+        cells = F.mse_loss(pred, target, reduction="none")
+        if self.log_scale is not None:
+            cells = cells * torch.exp(-2 * self.log_scale) + 2 * self.log_scale
+        return masked_mean(cells, mask)
 
     def link(self, pred):
         return pred
@@ -30,9 +54,17 @@ class Gaussian:
     def inverse_link(self, mean: float) -> float:
         return mean
 
+    def learnt(self) -> dict[str, float]:
+        """The learnt parameters, in data units."""
+        if self.log_scale is None:
+            return {}
+        return {"noise_scale": float(self.log_scale.detach().exp())}
 
-class Bernoulli:
+
+class Bernoulli(nn.Module):
     """Binary cross-entropy on logits; sigmoid link.  Targets in [0, 1]."""
+
+    metrics = ("roc_auc", "auprc")
 
     def loss(self, pred, target, mask):
         cells = F.binary_cross_entropy_with_logits(pred, target, reduction="none")
@@ -46,8 +78,10 @@ class Bernoulli:
         return math.log(p / (1 - p))
 
 
-class Poisson:
+class Poisson(nn.Module):
     """Poisson negative log-likelihood on the log rate; exp link.  Counts ≥ 0."""
+
+    metrics = ("rmse", "poisson_deviance")
 
     def loss(self, pred, target, mask):
         cells = F.poisson_nll_loss(pred, target, log_input=True, full=False, reduction="none")
@@ -60,4 +94,37 @@ class Poisson:
         return math.log(max(mean, 1e-6))
 
 
-GAUSSIAN, BERNOULLI, POISSON = Gaussian(), Bernoulli(), Poisson()
+class NegativeBinomial(nn.Module):
+    """Over-dispersed counts: mean μ = exp(pred), variance μ + μ²/r (Poisson as r → ∞).
+
+    ``dispersion``: ``learn`` (default; r starts at 1) or a positive number, r fixed."""
+
+    metrics = ("rmse", "mae", "poisson_deviance")
+
+    def __init__(self, dispersion: str | float = "learn"):
+        super().__init__()
+        if dispersion == "learn":
+            self.log_r = nn.Parameter(torch.zeros(()))
+        elif isinstance(dispersion, int | float) and not isinstance(dispersion, bool) \
+                and math.isfinite(dispersion) and dispersion > 0:
+            self.register_buffer("log_r", torch.tensor(math.log(dispersion)))
+        else:
+            raise ValueError(f"params.dispersion {dispersion!r}: learn, or a positive number")
+
+    def loss(self, pred, target, mask):
+        log_r = self.log_r.to(pred.dtype)
+        r = torch.exp(log_r)
+        log_total = torch.logaddexp(log_r, pred)  # log(r + μ)
+        log_lik = (torch.lgamma(target + r) - torch.lgamma(r) - torch.lgamma(target + 1)
+                   + r * (log_r - log_total) + target * (pred - log_total))
+        return masked_mean(-log_lik, mask)
+
+    def link(self, pred):
+        return torch.exp(pred)
+
+    def inverse_link(self, mean: float) -> float:
+        return math.log(max(mean, 1e-6))
+
+    def learnt(self) -> dict[str, float]:
+        return {"dispersion": float(self.log_r.detach().exp())} if isinstance(
+            self.log_r, nn.Parameter) else {}
