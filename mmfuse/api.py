@@ -7,9 +7,11 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import platform
 import resource
+import subprocess
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -26,9 +28,19 @@ from mmfuse.batching import sparse_to_device
 from mmfuse.build import Built, build, count_parameters
 from mmfuse.cost import check_memory, estimate
 from mmfuse.data import Data, MatrixData, SparseRows, load_data
-from mmfuse.errors import DataError, MmfuseError
+from mmfuse.errors import DataError, MmfuseError, SpecError
 from mmfuse.evaluate import evaluate_embeddings
 from mmfuse.holdout import evaluate_holdout
+from mmfuse.inputs import (
+    ARRAY_SUFFIXES,
+    RETRAIN,
+    build_stored,
+    describe_inputs,
+    featurize_new,
+    featurizes,
+    load_new_data,
+    stored_data,
+)
 from mmfuse.model import Batch
 from mmfuse.plugin_api import Callback
 from mmfuse.plugins import Plugins, get_plugins
@@ -58,7 +70,8 @@ def default_run_dir(spec: Spec) -> Path:
     return Path("runs") / spec.name / datetime.now().strftime("%Y%m%d-%H%M%S")
 
 
-def _manifest(built: Built, trainer: Trainer, started: float, status: str) -> dict[str, Any]:
+def _manifest(built: Built, trainer: Trainer, started: float, status: str,
+              plugins: Plugins) -> dict[str, Any]:
     spec, data = built.spec, built.data
     return {
         "name": spec.name,
@@ -69,6 +82,8 @@ def _manifest(built: Built, trainer: Trainer, started: float, status: str) -> di
         "cpu_threads": torch.get_num_threads(),
         "versions": {"mmfuse": mmfuse.__version__, "torch": torch.__version__,
                      "numpy": np.__version__, "python": platform.python_version()},
+        "mmfuse_git": git_checkout(),
+        "plugins": plugins_used(spec, plugins),
         "dataset": data.dataset_message,
         "data": {"entities": data.sizes, "views": data.shapes(), "readers": data.info},
         "model": {"preset": built.plan.preset.name,
@@ -88,6 +103,50 @@ def _manifest(built: Built, trainer: Trainer, started: float, status: str) -> di
                  "peak_rss_mib": round(_peak_rss_mib(), 1)},
         "written": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
+
+
+@functools.cache
+def git_checkout() -> dict[str, Any] | None:
+    """mmfuse's git commit (and whether its tracked files differ from it) when mmfuse runs
+    from a git checkout — its package folder the top of a work tree; None otherwise (an
+    installed wheel, no git) and on any failure."""
+    root = Path(mmfuse.__file__).resolve().parent.parent
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True,
+                              timeout=10, check=True).stdout.strip()
+
+    try:
+        if not (root / ".git").exists() or Path(git("rev-parse", "--show-toplevel")) != root:
+            return None
+        commit = git("rev-parse", "HEAD")
+        dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
+    except (OSError, subprocess.SubprocessError, ValueError):
+        return None
+    return {"commit": commit, "dirty": dirty}
+
+
+def plugins_used(spec: Spec, plugins: Plugins) -> dict[str, dict[str, Any]]:
+    """Every plugin loaded, with the package (and version) that installed it and what of it
+    the spec names (``reader word2vec``, ``encoder conv``, ...)."""
+    named: list[tuple[str, str]] = [("readers", v.source.reader) for v in spec.views.values()]
+    for v in spec.views.values():
+        named += [("encoders", e.type) for e in (v.encoder, v.col_encoder) if e.type != "auto"]
+        lk = v.likelihood
+        named.append(("likelihoods", lk if isinstance(lk, str) else lk.type))
+    named += [("callbacks", c) for c in spec.train.callbacks]
+    if spec.dataset is not None:
+        named.append(("datasets", spec.dataset.name))
+    out: dict[str, dict[str, Any]] = {}
+    for name, _ in plugins.manager.list_name_plugin():
+        out[name] = {"distribution": plugins.distribution(name), "uses": []}
+    for kind, name in dict.fromkeys(named):
+        registry = plugins.registry(kind)
+        if name in registry:
+            owner = registry.entries[name].plugin
+            out.setdefault(owner, {"distribution": plugins.distribution(owner), "uses": []})
+            out[owner]["uses"].append(f"{kind[:-1]} {name}")
+    return out
 
 
 def _distributed(built: Built, trainer: Trainer) -> dict[str, Any]:
@@ -157,8 +216,9 @@ def _train(spec: Spec, run: RunDir, resume: bool, callbacks: Sequence[Callback],
         trainer.resume()
     started = time.time()
     if strategy.is_main:  # the manifest first: it marks the folder as a run (RunDir.is_run)
-        run.write_manifest(_manifest(built, trainer, started, "training"))
+        run.write_manifest(_manifest(built, trainer, started, "training", plugins))
         run.write_spec(spec)
+        run.write_inputs(*describe_inputs(spec, built.data, plugins))
     trainer.fit()
     evaluation = None
     if strategy.is_main:
@@ -168,7 +228,7 @@ def _train(spec: Spec, run: RunDir, resume: bool, callbacks: Sequence[Callback],
             run.write_holdout(view, cells)
         if evaluate and spec.evaluate is not None:
             evaluation = evaluate_run(run, spec, built.data)
-        run.write_manifest(_manifest(built, trainer, started, "done"))
+        run.write_manifest(_manifest(built, trainer, started, "done", plugins))
     strategy.barrier()  # the others wait for rank 0's run folder
     return TrainResult(run, built, trainer, evaluation)
 
@@ -190,12 +250,76 @@ def evaluate_run(run: RunDir, spec: Spec | None = None, data: Data | None = None
 
 
 def load_trained(run: RunDir, plugins: Plugins | None = None) -> Built:
-    """Rebuild a run's model from its resolved spec and load its checkpoint (on the CPU)."""
+    """Rebuild a run's model from its folder alone — resolved spec, ``inputs.json`` (and
+    ``inputs/``), checkpoint — on the CPU; no training file is read, so a run folder that
+    was moved, or whose training data is gone, still embeds.  A run folder of an older
+    mmfuse (no ``inputs.json``) is rebuilt from its training data, where that still is."""
+    plugins = plugins or get_plugins()
     spec = run.read_spec()
-    built = build(spec, plugins or get_plugins(), device="cpu")
+    inputs = run.read_inputs()
+    if inputs is None:
+        log.warning("%s keeps no inputs.json (an older mmfuse made it): reading its training "
+                    "data", run.root)
+        try:
+            built = build(spec, plugins, device="cpu")
+        except SpecError as exc:
+            raise MmfuseError(f"{run.root} was made by an older mmfuse: it keeps no "
+                              "inputs.json (what embedding needs from the training data), and "
+                              f"its training data cannot be read ({exc.issues[0].message}); "
+                              f"{RETRAIN}") from exc
+    else:
+        built = build_stored(spec, plugins, stored_data(run, spec, inputs))
     run.load_checkpoint("cpu", spec=spec, model=built.model)
     built.model.eval()
     return built
+
+
+def new_inputs(built: Built, entity: str, data: Mapping[str, Any],
+               ids: Sequence[str] | None = None, plugins: Plugins | None = None
+               ) -> dict[str, Any]:
+    """The arrays :func:`embed_new` takes, from what a user gives for each view: an array,
+    a scipy sparse matrix or a DataFrame (in the view's input space); a ``.npy``/``.npz``
+    file (the same, saved); or new raw input of a view whose reader featurizes it
+    (:func:`mmfuse.plugin_api.featurizer`): a file of the kind the reader read in training
+    (new documents, one a line, for ``word2vec``, ``tfidf``, ``glove``), or a list of str
+    (one document each: written one a line, then featurized).  ``ids`` go to the
+    featurizer (a reader that finds instances by id)."""
+    plugins = plugins or get_plugins()
+    spec = built.spec
+    unknown = sorted(set(data) - set(spec.views))
+    if unknown:
+        views = sorted({view for view, _ in built.plan.codes.get(entity, [])})
+        raise DataError(f"unknown view {', '.join(map(repr, unknown))}; the views of entity "
+                        f"{entity!r} are {', '.join(views) or '(none)'}")
+    arrays: dict[str, Any] = {}
+    for view, value in data.items():
+        if isinstance(value, (list, tuple)) and all(isinstance(x, str) for x in value):
+            arrays[view] = _featurize_documents(built, plugins, view, list(value), ids)
+        elif isinstance(value, (str, Path)):
+            path = Path(value)
+            if path.suffix in ARRAY_SUFFIXES or not featurizes(spec, plugins, view):
+                arrays[view] = load_new_data(view, path)
+            else:
+                arrays[view] = featurize_new(built, plugins, view, path, ids)
+        elif hasattr(value, "columns") and hasattr(value, "index"):  # a DataFrame
+            arrays[view] = value.to_numpy()
+        else:
+            arrays[view] = value
+    return arrays
+
+
+def _featurize_documents(built: Built, plugins: Plugins, view: str, docs: list[str],
+                         ids: Sequence[str] | None) -> np.ndarray:
+    import tempfile
+
+    bad = next((i for i, d in enumerate(docs) if "\n" in d or "\r" in d), None)
+    if bad is not None:
+        raise DataError(f"view {view!r}: document {bad} holds a line break; give one line "
+                        "per document")
+    with tempfile.TemporaryDirectory(prefix="mmfuse-new-") as folder:
+        path = Path(folder) / f"{view}.txt"
+        path.write_text("".join(f"{d}\n" for d in docs), encoding="utf-8")
+        return featurize_new(built, plugins, view, path, list(ids) if ids is not None else None)
 
 
 def _stored_cells(array: np.ndarray) -> sp.coo_array:
@@ -254,6 +378,8 @@ def embed_new(built: Built, entity: str, arrays: Mapping[str, np.ndarray]) -> np
         if key in plan.sparse:  # the stored cells: a sparse matrix's, or a dense one's non-NaN
             csr = sp.csr_array(array if sp.issparse(array) else _stored_cells(array),
                                dtype=np.float32)
+            if getattr(store, "zero_missing", False):  # `missing: zero`: 0 cells missing
+                csr.eliminate_zeros()
             part = store.scale_new_rows(
                 SparseRows(csr.indptr, csr.indices, csr.data, csr.shape[1]), role)
             batch.sides[key] = sparse_to_device(part, torch.device("cpu"))
@@ -264,6 +390,8 @@ def embed_new(built: Built, entity: str, arrays: Mapping[str, np.ndarray]) -> np
         if array.dtype != np.uint8:
             array = array.astype(np.float32)
             if isinstance(store, MatrixData):
+                if store.zero_missing:  # `missing: zero`: as in training, 0 cells missing
+                    array = np.where(array == 0, np.nan, array)
                 array = store.scale_new(array, role)
         values = array if array.dtype == np.uint8 else np.nan_to_num(array)
         t = torch.from_numpy(np.ascontiguousarray(values))

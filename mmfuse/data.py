@@ -382,6 +382,9 @@ class Data:
     dataset_message: str | None = None
     #: cells of ``evaluate.holdout`` views kept out of ``views`` (data units)
     held: dict[str, HeldCells] = field(default_factory=dict)
+    #: each featurizer's :attr:`~mmfuse.plugin_api.ViewArray.state` (what featurizes new raw
+    #: input of its view), kept in the run folder
+    states: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def shapes(self) -> dict[str, list[int]]:
         return {name: list(v.shape) for name, v in self.views.items()}
@@ -517,6 +520,7 @@ def load_data(spec: Spec, plugins: Plugins) -> Data:
 
     views: dict[str, MatrixData | TensorData] = {}
     info: dict[str, dict[str, Any]] = {}
+    states: dict[str, dict[str, Any]] = {}
     holdout = spec.evaluate.holdout if spec.evaluate else None
     held_views = set(holdout.views) if holdout else set()
     held: dict[str, HeldCells] = {}
@@ -562,6 +566,8 @@ def load_data(spec: Spec, plugins: Plugins) -> Data:
         if found:
             continue
         info[vname] = dict(read.info)
+        if read.state is not None:
+            states[vname] = dict(read.state)
         if vname in held_views and not issues:
             try:
                 train, mask, held[vname] = split_view(vname, read.data, read.mask, holdout,
@@ -585,7 +591,7 @@ def load_data(spec: Spec, plugins: Plugins) -> Data:
     for ename, n in sizes.items():
         ids.setdefault(ename, [str(i) for i in range(n)])
     return Data(sizes=sizes, ids=ids, views=views, info=info, dataset_message=message,
-                held=held)
+                held=held, states=states)
 
 
 _KINDS = {"U": "text", "S": "bytes", "O": "Python objects", "c": "complex numbers",

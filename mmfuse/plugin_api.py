@@ -53,7 +53,7 @@ class ViewArray:
     ``state`` (a featurizer's): what its :func:`featurizer` needs to featurize new raw input
     as it featurized this one (a vocabulary, word vectors, idf weights, ...): numpy arrays of
     numbers, bools or str (never objects) and JSON values (str, numbers, bools, lists,
-    dicts).  mmfuse keeps it in the run folder (``inputs/VIEW.featurizer.npz`` and
+    dicts).  mmfuse keeps it in the run folder (arrays in ``inputs/VIEW.npz``, the rest in
     ``inputs.json``), so that a run embeds new raw instances without its training data.
     """
 

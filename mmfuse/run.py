@@ -116,6 +116,8 @@ class RunDir:
     evaluation_file = property(lambda self: self.root / "evaluation.json")
     embeddings_dir = property(lambda self: self.root / "embeddings")
     holdout_dir = property(lambda self: self.root / "holdout")
+    inputs_file = property(lambda self: self.root / "inputs.json")
+    inputs_dir = property(lambda self: self.root / "inputs")
     lock_file = property(lambda self: self.root / LOCK)
 
     def holdout_file(self, view: str) -> Path:
@@ -207,7 +209,7 @@ class RunDir:
 
     def remove_temp_files(self) -> None:
         """Remove the temp files that a killed write left (``.NAME.RANDOM.tmp``)."""
-        for folder in (self.root, self.embeddings_dir, self.holdout_dir):
+        for folder in (self.root, self.embeddings_dir, self.holdout_dir, self.inputs_dir):
             if folder.is_dir():
                 for p in folder.iterdir():
                     if _is_temp(p.name) and p.is_file():
@@ -233,6 +235,41 @@ class RunDir:
 
     def read_manifest(self) -> dict[str, Any]:
         return json.loads(self.manifest_file.read_text()) if self.manifest_file.is_file() else {}
+
+    # ------------------------------------------------------------------ inputs
+
+    def write_inputs(self, description: Mapping[str, Any],
+                     arrays: Mapping[str, Mapping[str, np.ndarray]]) -> None:
+        """What the model needs from its data to embed new instances
+        (:mod:`mmfuse.inputs`): ``inputs.json``, and ``inputs/<view>.npz`` per view with
+        arrays (written first: ``inputs.json`` names them)."""
+        for view, own in arrays.items():
+            atomic_write(self.inputs_dir / f"{view}.npz",
+                         lambda fh, own=own: np.savez(fh, **own))
+        _write_text(self.inputs_file, json.dumps(description, indent=2) + "\n")
+
+    def read_inputs(self) -> dict[str, Any] | None:
+        """``inputs.json`` (None: a run folder of an older mmfuse, which kept none)."""
+        if not self.inputs_file.is_file():
+            return None
+        try:
+            return json.loads(self.inputs_file.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise RunFolderError(f"{self.inputs_file} cannot be read ({exc}): restore it from "
+                                 "a copy, or train the run again") from exc
+
+    def read_input_arrays(self, view: str) -> dict[str, np.ndarray]:
+        """A view's arrays of ``inputs/<view>.npz`` (scaling statistics, featurizer state)."""
+        file = self.inputs_dir / f"{view}.npz"
+        if not file.is_file():
+            raise RunFolderError(f"{file} is missing (inputs.json names it): restore it from a "
+                                 "copy of the run folder, or train the run again")
+        try:
+            with np.load(file, allow_pickle=False) as npz:
+                return {k: npz[k] for k in npz.files}
+        except Exception as exc:  # damaged, truncated, or holding objects
+            raise RunFolderError(f"{file} cannot be read ({type(exc).__name__}: {exc}): "
+                                 "restore it from a copy, or train the run again") from exc
 
     # ------------------------------------------------------------------ metrics
 

@@ -83,23 +83,23 @@ class Run:
 
     def embed(self, entity: str, data: Mapping[str, Any], ids: Sequence[Any] | None = None
               ) -> pd.DataFrame:
-        """Embed new instances of ``entity`` through the trained encoders.
+        """Embed new instances of ``entity`` through the trained encoders, with nothing but
+        the run folder (its training data is not read).
 
-        ``data`` maps each view that gives ``entity`` a code to the new instances' data in
-        that view's input space (:func:`mmfuse.api.embed_new`): arrays, scipy sparse
-        matrices or DataFrames.  ``ids`` name the rows (default: a DataFrame's index, else
-        0 … n-1)."""
-        from mmfuse.api import embed_new, load_trained
+        ``data`` maps each view that gives ``entity`` a code to the new instances' data:
+        in the view's input space (:func:`mmfuse.api.embed_new`) as arrays, scipy sparse
+        matrices, DataFrames or ``.npy``/``.npz`` files; or, for a view whose reader
+        featurizes new raw input (``word2vec``, ``tfidf``, ``glove``), raw input featurized
+        as in training: a file (new documents, one a line) or a list of str (one document
+        each).  ``ids`` name the rows (default: a DataFrame's index, else 0 … n-1)."""
+        from mmfuse.api import embed_new, load_trained, new_inputs
 
         if self._built is None:
             self._built = load_trained(self.dir)
-        arrays, index = {}, None
-        for view, value in data.items():
-            if hasattr(value, "columns") and hasattr(value, "index"):  # a DataFrame
-                index = value.index if index is None else index
-                value = value.to_numpy()
-            arrays[view] = value
-        z = embed_new(self._built, entity, arrays)
+        index = next((value.index for value in data.values()
+                      if hasattr(value, "columns") and hasattr(value, "index")), None)
+        names = None if ids is None else [str(i) for i in ids]
+        z = embed_new(self._built, entity, new_inputs(self._built, entity, data, names))
         names = ids if ids is not None else index if index is not None else range(len(z))
         if len(names) != len(z):
             raise DataError(f"{len(names)} ids for {len(z)} new instances")

@@ -118,11 +118,12 @@ def test_tfidf_is_dense_deterministic_and_cached(tmp_path, monkeypatch):
     def never(*args):
         raise AssertionError("recomputed despite the cache")
 
-    monkeypatch.setattr(tfidf, "lsa", never)
+    monkeypatch.setattr(tfidf, "fit_lsa", never)
     again = reader("tfidf")(tmp_path / "a" / "docs.txt", params, ctx(tmp_path))
     assert np.array_equal(again.data, a.data) and again.info["cache"] == str(cache)
     assert cache.stat().st_mtime_ns == mtime
-    assert len(list(cache.parent.glob("*.npy"))) == 1
+    # the output, and the state that featurizes new documents (terms, idf, components)
+    assert len(list(cache.parent.glob("*.npy"))) == 4
 
 
 def test_tfidf_rejects_bad_params_with_one_message(tmp_path):

@@ -12,7 +12,7 @@ from rich.table import Table
 
 from mmfuse.cli.options import RunArg
 from mmfuse.cli.render import console
-from mmfuse.cli.results import _parse_data
+from mmfuse.cli.results import new_instances
 from mmfuse.errors import DataError
 
 IdsOpt = Annotated[list[str] | None, typer.Option(
@@ -79,10 +79,11 @@ def predict_command(
     top: Annotated[int | None, typer.Option(
         min=1, help="The K best columns per row without a training value.")] = None,
     data: Annotated[list[str] | None, typer.Option(
-        help="New rows: VIEW=FILE.npy|.npz in each view's input space (repeat per view); "
+        help="New rows: VIEW=FILE (repeat per view): a .npy / scipy sparse .npz in the view's "
+             "input space, or raw input of a featurized view (new documents, one a line); "
              "they go through the trained encoders.")] = None,
     ids: Annotated[Path | None, typer.Option(
-        help="Ids of the new rows given by --data, one per line.", exists=True,
+        help="Ids of the new rows given by --data, one a line (default new-0 … new-(n-1)).",
         dir_okay=False)] = None,
     out: Annotated[Path | None, typer.Option(
         help="Write .csv, .tsv, .parquet (or .npy: a rows × cols matrix, with --cols).")] = None,
@@ -99,20 +100,34 @@ def predict_command(
     from mmfuse.run import RunDir
 
     run = RunDir(run_path)
-    built = None
-    if data:  # new rows go through the trained encoders: the model, with its data
-        from mmfuse.api import embed_new, load_trained
+    if data:  # new rows go through the trained encoders: the run folder alone
+        from mmfuse.api import load_trained
 
         built = load_trained(run)
-    model = CellModel.from_run(run, data=built.data if built else None)
+        model = CellModel.from_run(run, data=built.data)
+    elif top is not None:  # known rows: their training cells are left out of the top K
+        from mmfuse.errors import MmfuseError, SpecError
+
+        try:
+            model = CellModel.from_run(run)
+        except SpecError as exc:
+            raise MmfuseError(
+                "--top for known rows leaves out the cells they had in training, so it reads "
+                f"the run's training data, which cannot be read ({exc.issues[0]}); --cols "
+                "predicts their cells from the run folder alone") from exc
+    else:  # known rows' cells: the run folder alone
+        from mmfuse.inputs import stored_data
+
+        inputs = run.read_inputs()
+        spec = run.read_spec()
+        model = CellModel.from_run(run, spec=spec, data=None if inputs is None
+                                   else stored_data(run, spec, inputs))
     r, c = model.check_view(view)
     col_ids = model.data.ids[c]
     col_name = c if c != r else f"{c} (column)"  # a square view: gene × gene
-    if built is not None:
-        z = embed_new(built, r, _parse_data(data))
-        row_ids = _ids(None, ids) if ids else [f"new-{k}" for k in range(len(z))]
-        if len(row_ids) != len(z):
-            raise DataError(f"--ids lists {len(row_ids)} ids for {len(z)} new rows")
+    if data:
+        z, new_ids = new_instances(built, r, data, ids)
+        row_ids = new_ids if new_ids is not None else [f"new-{k}" for k in range(len(z))]
         row_idx = None
     else:
         row_idx = _positions(wanted, model.data.ids[r], r, "--rows")

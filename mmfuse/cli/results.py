@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import zipfile
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -12,7 +11,7 @@ import typer
 
 from mmfuse.cli.options import RunArg
 from mmfuse.cli.render import console, evaluation_table
-from mmfuse.errors import DataError, describe
+from mmfuse.errors import DataError
 
 
 def evaluate_command(run_path: RunArg) -> None:
@@ -27,64 +26,44 @@ def evaluate_command(run_path: RunArg) -> None:
 
 
 def load_new_data(view: str, path: Path) -> Any:
-    """The new instances of ``--data VIEW=FILE``: a ``.npy`` array (NaN cells missing) or a
-    scipy sparse ``.npz`` (cells not stored are missing) of numbers; a :class:`DataError`
-    names the file and what is wrong (never unpickles anything)."""
-    import scipy.sparse as sp
+    """The new instances of ``--data VIEW=FILE`` as an array
+    (:func:`mmfuse.inputs.load_new_data`)."""
+    from mmfuse.inputs import load_new_data as load
 
-    from mmfuse.data import dtype_problem
-
-    where = f"--data {view}={path}"
-    if path.is_dir():
-        raise DataError(f"{where}: is a folder; give a .npy or .npz file")
-    if not path.is_file():
-        raise DataError(f"{where}: file not found")
-    try:
-        with path.open("rb") as fh:
-            start = fh.read(6)
-    except OSError as exc:
-        raise DataError(f"{where}: cannot read it: {describe(exc)}") from exc
-    if path.suffix == ".npz" and not zipfile.is_zipfile(path):
-        raise DataError(f"{where}: not an .npz (zip) archive: damaged, truncated or another "
-                        "format; write it with scipy.sparse.save_npz")
-    if path.suffix != ".npz" and start != b"\x93NUMPY":
-        why = "empty" if not start else "it does not start as one"
-        raise DataError(f"{where}: not a .npy file ({why}); write it with np.save (or give "
-                        "a scipy sparse .npz)")
-    try:
-        array = sp.load_npz(path) if path.suffix == ".npz" else np.load(path, allow_pickle=False)
-    except ValueError as exc:
-        if "allow_pickle" in str(exc):
-            raise DataError(f"{where}: holds Python objects (a pickled array); mmfuse never "
-                            "unpickles data: save a numeric array") from exc
-        raise DataError(f"{where}: cannot read it: {describe(exc)}") from exc
-    except Exception as exc:  # numpy's and scipy's errors on a damaged or foreign file
-        raise DataError(f"{where}: cannot read it: {describe(exc)}; give a .npy array "
-                        "(np.save) or a scipy sparse .npz (scipy.sparse.save_npz)") from exc
-    if not (isinstance(array, np.ndarray) or sp.issparse(array)):
-        array.close()
-        raise DataError(f"{where}: a numpy .npz archive; give a .npy array or a scipy "
-                        "sparse .npz")
-    problem = dtype_problem(array.dtype)
-    if problem is not None:
-        raise DataError(f"{where}: {problem}")
-    values = array.data if sp.issparse(array) else array
-    if values.dtype.kind == "f" and np.isinf(values).any():
-        raise DataError(f"{where}: {int(np.isinf(values).sum()):,} infinite cells; replace "
-                        "them (by NaN where they mean 'unknown': a NaN cell is missing)")
-    return array
+    return load(view, path)
 
 
-def _parse_data(items: list[str]) -> dict[str, Any]:
-    """VIEW=FILE pairs: ``.npy`` arrays (NaN cells missing) or scipy sparse ``.npz`` files
-    (cells not stored are missing)."""
-    arrays: dict[str, Any] = {}
+def _parse_data(items: list[str]) -> dict[str, Path]:
+    """VIEW=FILE pairs: ``.npy`` arrays (NaN cells missing), scipy sparse ``.npz`` files
+    (cells not stored are missing), or raw input of a view whose reader featurizes it."""
+    files: dict[str, Path] = {}
     for item in items:
         view, sep, path = item.partition("=")
         if not sep or not view or not path:
-            raise typer.BadParameter(f"{item!r}: expected VIEW=FILE.npy", param_hint="--data")
-        arrays[view] = load_new_data(view, Path(path))
-    return arrays
+            raise typer.BadParameter(f"{item!r}: expected VIEW=FILE", param_hint="--data")
+        if view in files:
+            raise typer.BadParameter(f"view {view!r} is given twice", param_hint="--data")
+        files[view] = Path(path)
+    return files
+
+
+def new_instances(built, entity: str, data: list[str], ids_file: Path | None):
+    """``--data`` (and ``--ids``) through a run's model (:func:`mmfuse.api.load_trained`):
+    the new instances' embeddings and their ids (``--ids``; ``None`` without it)."""
+    from mmfuse.api import embed_new, new_inputs
+    from mmfuse.inputs import read_new_ids
+
+    files = _parse_data(data)
+    ids = read_new_ids(ids_file) if ids_file is not None else None
+    if entity not in built.plan.codes:
+        known = ", ".join(sorted(built.plan.codes))
+        raise DataError(f"--entity {entity!r}: no such entity in this run's spec with views "
+                        f"to embed it from; known: {known}")
+    z = embed_new(built, entity, new_inputs(built, entity, files, ids))
+    if ids is not None and len(ids) != len(z):
+        raise DataError(f"--ids {ids_file} lists {len(ids)} id{'s' * (len(ids) != 1)} for "
+                        f"{len(z)} new instance{'s' * (len(z) != 1)}")
+    return z, ids
 
 
 def _write(out: Path, z: np.ndarray, ids: list[str]) -> None:
@@ -106,25 +85,29 @@ def embed_command(
     entity: Annotated[str, typer.Option(help="Entity to embed.")],
     out: Annotated[Path, typer.Option(help="Output file: .npy (+ .ids.txt), .csv or .tsv.")],
     data: Annotated[list[str] | None, typer.Option(
-        help="New instances: VIEW=FILE.npy in the view's input space (repeat per view).")] = None,
+        help="New instances: VIEW=FILE (repeat per view): a .npy / scipy sparse .npz in the "
+             "view's input space, or raw input of a featurized view (new documents, one a "
+             "line, for word2vec/tfidf/glove), featurized as in training.")] = None,
+    ids: Annotated[Path | None, typer.Option(
+        help="Ids of the new instances given by --data, one a line (default 0 … n-1).",
+        dir_okay=False)] = None,
 ) -> None:
-    """Write an entity's embeddings; with --data, embed new instances through the encoders."""
-    from mmfuse.api import embed_new, load_trained
+    """Write an entity's embeddings; with --data, embed new instances through the encoders
+    (the run folder alone: its training data is not read)."""
     from mmfuse.run import RunDir
 
     run = RunDir(run_path)
     if data:
-        arrays = _parse_data(data)
-        built = load_trained(run)
-        if entity not in built.plan.codes:
-            known = ", ".join(sorted(built.plan.codes))
-            raise DataError(f"--entity {entity!r}: no such entity in this run's spec with views "
-                            f"to embed it from; known: {known}")
-        z = embed_new(built, entity, arrays)
-        ids = [str(i) for i in range(len(z))]
+        from mmfuse.api import load_trained
+
+        z, new_ids = new_instances(load_trained(run), entity, data, ids)
+        names = new_ids if new_ids is not None else [str(i) for i in range(len(z))]
+    elif ids is not None:
+        raise typer.BadParameter("--ids names the new instances of --data; give --data too",
+                                 param_hint="--ids")
     else:
-        z, ids = run.read_embeddings(entity)
-    _write(out, z, ids)
+        z, names = run.read_embeddings(entity)
+    _write(out, z, names)
     console.print(f"wrote {len(z)} × {z.shape[1]} embeddings of {entity!r} to {out}",
                   highlight=False)
 

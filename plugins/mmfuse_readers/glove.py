@@ -18,7 +18,13 @@ from typing import Any
 import numpy as np
 
 from mmfuse.cache import cached_array, fingerprint
-from mmfuse.plugin_api import ReadContext, ReaderParams, ViewArray, reader_params
+from mmfuse.plugin_api import (
+    ReadContext,
+    ReaderParams,
+    ViewArray,
+    featurizer,
+    reader_params,
+)
 
 from .text import read_documents, tokenize
 
@@ -76,6 +82,24 @@ def mean_vectors(docs: list[list[str]], glove: Glove) -> np.ndarray:
     return out
 
 
+def featurize_glove(path: Path, params: Mapping[str, Any], state: Mapping[str, Any],
+                    ctx: ReadContext) -> ViewArray:
+    """New documents (one a line of a UTF-8 text file) through the pretrained vectors, as in
+    training; ``state`` names the vectors' package version the run was trained with (a
+    warning if another is installed now)."""
+    if not path.is_file():
+        raise ValueError(f"{path}: not a file; give a text file, one document a line")
+    glove = load_glove()
+    trained_with = state.get("vectors")
+    if trained_with is not None and trained_with != glove.source:
+        log.warning("glove: the run was trained with %s, %s is installed: new documents get "
+                    "other vectors than the training ones did", trained_with, glove.source)
+    docs = [tokenize(line, params["clean"]) for line in read_documents(path)]
+    return ViewArray(data=mean_vectors(docs, glove), info={"documents": len(docs),
+                                                           "vectors": glove.source})
+
+
+@featurizer(featurize_glove)
 @reader_params(GloveParams)
 def read_glove(path: Path | None, params: Mapping[str, Any], ctx: ReadContext) -> ViewArray:
     """One document per line of a UTF-8 text file → ``n × 50`` float32 (cached).
@@ -100,4 +124,4 @@ def read_glove(path: Path | None, params: Mapping[str, Any], ctx: ReadContext) -
             "empty_documents": empty, "cache": str(cache_file)}
     log.info("glove %s: %d documents, out-of-vocabulary rate %.2f%%, %d without known tokens",
              path.name, len(docs), 100 * info["oov_rate"], empty)
-    return ViewArray(data=data, info=info)
+    return ViewArray(data=data, info=info, state={"vectors": glove.source})
