@@ -282,3 +282,66 @@ def test_git_checkout_is_none_outside_a_checkout(monkeypatch, tmp_path):
     here = git_checkout()
     if (Path(__file__).resolve().parents[1] / ".git").exists():
         assert here is not None and re.fullmatch(r"[0-9a-f]{40}", here["commit"])
+
+
+def test_readme_featurizer_plugin_embeds_new_documents_from_a_moved_run(tmp_path):
+    """The README's third-party reader, declared with ``@featurizer``: its run folder,
+    moved and without its training data, featurizes new documents with the saved
+    vocabulary."""
+    import types
+
+    from mmfuse.api import embed_new, load_trained, new_inputs, train
+    from mmfuse.plugins import collect, make_manager
+    from mmfuse.run import RunDir
+    from mmfuse.spec import Spec
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    code = next(b for b in re.findall(r"```python\n(.*?)```", readme, re.S)
+                if "# mmfuse_counts/__init__.py" in b)
+    module = types.ModuleType("mmfuse_counts")
+    exec(code, module.__dict__)
+    plugins = collect(make_manager(extra=[module]))
+    rng = np.random.default_rng(2)
+    docs = documents(rng, rng.integers(0, 2, 24))
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "docs.txt").write_text("\n".join(docs) + "\n", encoding="utf-8")
+    spec = Spec.from_dict({
+        "name": "counts", "entities": {"book": {}},
+        "views": {"words": {"rows": "book", "source": {"reader": "counts", "path": "docs.txt"}}},
+        "model": {"dim": 3}, "train": {"epochs": 2, "batch_size": 12, "device": "cpu"}},
+        base_dir=data)
+    train(spec, tmp_path / "run", plugins=plugins, evaluate=False)
+    shutil.copytree(tmp_path / "run", tmp_path / "moved")
+    shutil.rmtree(tmp_path / "run")
+    shutil.rmtree(data)
+    built = load_trained(RunDir(tmp_path / "moved"), plugins)
+    z = embed_new(built, "book", new_inputs(built, "book", {"words": [docs[4], docs[9]]},
+                                            plugins=plugins))
+    saved = np.load(tmp_path / "moved" / "embeddings" / "book.npy")
+    np.testing.assert_allclose(z, saved[[4, 9]], atol=1e-5)
+
+
+def test_a_run_just_trained_embeds_new_text_as_the_reopened_folder_does(tmp_path):
+    """``mmfuse.train`` → a Run holding its model (and its reader's live state): new text
+    embeds as through the run folder reopened (``Run.open``), and the training text as the
+    run saved it."""
+    from mmfuse.spec import Spec
+    from mmfuse.trained import Run, train
+
+    rng = np.random.default_rng(3)
+    docs = documents(rng, rng.integers(0, 2, 20))
+    (tmp_path / "docs.txt").write_text("\n".join(docs) + "\n", encoding="utf-8")
+    spec = Spec.from_dict({"name": "w2v", "entities": {"book": {}},
+                           "views": {"text": {"rows": "book", "source": {
+                               "reader": "word2vec", "path": "docs.txt",
+                               "params": {"vector_size": 5, "epochs": 3}}}},
+                           "model": {"dim": 3}, "train": {"epochs": 2, "device": "cpu"}},
+                          base_dir=tmp_path)
+    run = train(spec, tmp_path / "run")
+    new = ["magic quest sword", docs[11]]
+    live = run.embed("book", {"text": new}, ids=["n0", "n1"])
+    reopened = Run.open(tmp_path / "run").embed("book", {"text": new}, ids=["n0", "n1"])
+    np.testing.assert_allclose(live.to_numpy(), reopened.to_numpy(), atol=1e-6)
+    np.testing.assert_allclose(live.loc["n1"].to_numpy(),
+                               run.embeddings("book").iloc[11].to_numpy(), atol=1e-5)

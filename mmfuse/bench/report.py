@@ -206,7 +206,7 @@ def render_markdown(result: BenchResult, rows: dict[str, Any], published: dict[s
     spec = result.spec
     n = len(result.seeds)
     spread = ("mean ± sample std over seeds; model seed and split seeds both vary" if n > 1
-              else "one seed: no spread measured (`--seeds 3` gives mean ± std)")
+              else "one seed, so no spread is shown; `--seeds 3` gives mean ± std")
     quick = "  \nQuick mode: few epochs, a smoke test, not for conclusions." if result.quick else ""
     lines = [f"# mmfuse bench: {result.dataset}", ""]
     if not result.complete:
@@ -258,7 +258,8 @@ def _save(fig: Any, out: Path, name: str) -> str:
 def _metric_plot(plt: Any, result: BenchResult, rows: dict[str, Any], target: str, t: Any,
                  metric: str) -> Any:
     """Each row's mean (± std over ≥ 2 seeds) as a dot; the floor and the best raw-view
-    baseline as reference lines; the axis spans the rows' values, not 0..1."""
+    baseline as reference lines.  The axis spans the methods' values (and a reference
+    within reach), not 0..1: a row far outside it is drawn at the edge, its value beside."""
     names = [n for n, r in rows.items() if n != "floor" and not r["skipped"]
              and metric in r["targets"].get(target, {})]
     if not names:
@@ -267,36 +268,46 @@ def _metric_plot(plt: Any, result: BenchResult, rows: dict[str, Any], target: st
     means = np.array([s["mean"] for s in stats])
     stds = np.array([s["std"] if s["n"] > 1 else 0.0 for s in stats])
     raw = [i for i, n in enumerate(names) if n.startswith("raw_")]
+    core = [i for i in range(len(names)) if i not in raw] or list(range(len(names)))
     floor = rows.get("floor", {}).get("targets", {}).get(target, {}).get(metric)
-    lo, hi = float((means - stds).min()), float((means + stds).max())
-    span = max(hi - lo, 1e-3)
-    refs = [floor["mean"]] if floor else []
+    lo, hi = float((means - stds)[core].min()), float((means + stds)[core].max())
     best_raw = None
     if raw:
         pick = np.argmin if lower_is_better(metric) else np.argmax
         best_raw = raw[int(pick(means[raw]))]
-        refs.append(float(means[best_raw]))
-    for ref in refs:  # a reference within reach widens the axis; a far one is marked at the edge
-        if lo - span <= ref <= hi + span:
+    reach = 2 * max(hi - lo, 0.02 * max(abs(lo), abs(hi), 1e-3))
+    refs = [floor["mean"]] if floor else []
+    refs += [float(means[i]) for i in raw]
+    for ref in sorted(refs, key=lambda r: min(abs(r - lo), abs(r - hi))):
+        if lo - reach <= ref <= hi + reach:  # within reach: the axis takes it in
             lo, hi = min(lo, ref), max(hi, ref)
     span = max(hi - lo, 1e-3)
-    lo, hi = lo - 0.08 * span, hi + 0.25 * span  # room on the right for the values
-    fig, ax = plt.subplots(figsize=(8.5, 0.38 * len(names) + 1.9))
+    lo, hi = lo - 0.06 * span, hi + 0.18 * span  # room on the right for the values
+    fig, ax = plt.subplots(figsize=(8.5, 0.36 * len(names) + 2.3))
     ys = np.arange(len(names))
-    colours = ["tab:gray" if n.startswith("raw_") else "tab:blue" for n in names]
-    ax.errorbar(means, ys, xerr=stds, fmt="none", ecolor="0.4", capsize=3, zorder=1)
-    ax.scatter(means, ys, c=colours, zorder=2)
-    for y, m in zip(ys, means, strict=True):
-        ax.annotate(f"{m:.3f}", (m, y), xytext=(6, -3), textcoords="offset points", fontsize=7)
+    for i, (y, m, sd) in enumerate(zip(ys, means, stds, strict=True)):
+        colour = "tab:gray" if i in raw else "tab:blue"
+        if lo <= m <= hi:
+            if sd:
+                ax.errorbar(m, y, xerr=sd, fmt="none", ecolor="0.4", capsize=3, zorder=1)
+            ax.scatter([m], [y], color=colour, zorder=2)
+            ax.annotate(f"{m:.3f}", (m, y), xytext=(6, -3), textcoords="offset points",
+                        fontsize=7)
+        else:  # off the axis: an arrow at the edge it lies beyond
+            edge, marker = (lo, "<") if m < lo else (hi, ">")
+            ax.scatter([edge], [y], color=colour, marker=marker, zorder=2, clip_on=False)
+            ax.annotate(f"{m:.3f} (off the axis)", (edge, y), fontsize=7,
+                        xytext=(8 if m < lo else -80, -3), textcoords="offset points")
     if floor:
         f = floor["mean"]
-        if lo <= f <= hi:
-            ax.axvline(f, color="tab:red", ls="--", lw=1, label=f"trivial floor {f:.3f}")
-        else:
-            ax.plot([], [], color="tab:red", ls="--", label=f"trivial floor {f:.3f} (off the axis)")
-    if best_raw is not None:
+        shown = lo <= f <= hi
+        ax.axvline(f if shown else lo, color="tab:red", ls="--", lw=1,
+                   label=f"trivial floor {f:.3f}" + ("" if shown else " (off the axis)"),
+                   alpha=1 if shown else 0)
+    if best_raw is not None and lo <= means[best_raw] <= hi:
         ax.axvline(means[best_raw], color="tab:orange", ls=":", lw=1.5,
-                   label=f"best raw baseline: {rows[names[best_raw]]['label']}")
+                   label=f"best raw baseline {means[best_raw]:.3f}: "
+                   f"{rows[names[best_raw]]['label']}")
     ax.set_xlim(lo, hi)
     ax.set_yticks(ys, [rows[n]["label"] for n in names], fontsize=8)
     ax.invert_yaxis()
@@ -305,7 +316,9 @@ def _metric_plot(plt: Any, result: BenchResult, rows: dict[str, Any], target: st
     ax.set_xlabel(f"{metric} ({better} is better)" + (f"; mean ± std over {seeds} seeds"
                                                        if seeds > 1 else "; one seed"))
     ax.set_title(f"{result.dataset}: {target} ({t.task}, probe {t.probe})", fontsize=10)
-    ax.legend(fontsize=7, loc="lower right")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.55 / (
+            0.36 * len(names) + 2.3)), ncol=1, frameon=False)
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     return fig
@@ -350,7 +363,7 @@ def write_plots(result: BenchResult, rows: dict[str, Any], out: Path) -> list[st
         explained = p.get("explained") or [float("nan")] * 2
         ax.set_xlabel(f"PC1 ({explained[0]:.1%} of the variance)")
         ax.set_ylabel(f"PC2 ({explained[1]:.1%} of the variance)")
-        ax.set_title(f"{result.dataset}: {p.get('row', 'MMEDA-II')} embeddings of "
+        ax.set_title(f"{result.dataset}: {p.get('row', 'MMEDA-II')}\nembeddings of "
                      f"{p['entity']} (PCA, seed 0), coloured by {p['target']}", fontsize=9)
         ax.legend(markerscale=3, fontsize=7, loc="best")
         fig.tight_layout()
