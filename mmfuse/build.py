@@ -78,15 +78,28 @@ def build(spec: Spec, plugins: Plugins, device: str | torch.device | None = None
     """Check the spec and its data, then build the model on the device (seeded); its
     batcher walks ``shard`` (rank, processes) of each epoch."""
     graph, data = _graph_and_data(spec, plugins)
+    plan, model = make_model(spec, plugins, graph, data)
+    dev = resolve_device(str(device or spec.train.device))
+    if spec.train.threads:
+        torch.set_num_threads(spec.train.threads)
+    with _fits(spec, ("model", "dim"), "the model"):
+        model = model.to(dev)
+    return Built(spec, graph, data, plan, model, Batcher(spec, data, plan, dev, shard), dev)
+
+
+def make_model(spec: Spec, plugins: Plugins, graph: nx.MultiDiGraph, data: Data,
+               start_intercepts: bool = True) -> tuple[Plan, FusionModel]:
+    """The plan and the model (seeded, on the CPU) of ``spec`` on ``data`` — data whose
+    views need only know their shapes and layout (a run folder's :mod:`mmfuse.inputs`)
+    unless ``start_intercepts`` (each factor term's intercept at its observed cells' mean,
+    :func:`init_factor_bias`: for training)."""
     shapes = {name: tuple(v.shape) for name, v in data.views.items()}
     sparse_views = frozenset(v for v, d in data.views.items()
                              if isinstance(d, MatrixData) and d.sparse)
     plan = make_plan(spec, graph, shapes, sparse_views)
-    for note in plan.notes:
-        log.warning(note)
-    dev = resolve_device(str(device or spec.train.device))
-    if spec.train.threads:
-        torch.set_num_threads(spec.train.threads)
+    if start_intercepts:  # training: say what the plan changed (embedding: said already)
+        for note in plan.notes:
+            log.warning(note)
     seed_everything(spec.seed)
     with _fits(spec, ("model", "dim"), "the model"):
         likelihoods, issues = make_likelihoods(spec, plugins)
@@ -101,9 +114,9 @@ def build(spec: Spec, plugins: Plugins, device: str | torch.device | None = None
             weights={v: s.weight for v, s in spec.views.items()},
             view_entities={v: (s.rows, s.cols) for v, s in spec.views.items() if s.cols},
             dim=spec.model.dim)
-        init_factor_bias(model, data)
-        model = model.to(dev)
-    return Built(spec, graph, data, plan, model, Batcher(spec, data, plan, dev, shard), dev)
+        if start_intercepts:
+            init_factor_bias(model, data)
+    return plan, model
 
 
 def make_likelihoods(spec: Spec, plugins: Plugins) -> tuple[dict[str, Any], list[SpecIssue]]:

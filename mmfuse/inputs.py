@@ -182,28 +182,14 @@ def build_stored(spec: Spec, plugins: Plugins, data: Data) -> Built:
     """The run's model (on the CPU, seeded, untrained) built on its stored data: as
     :func:`mmfuse.build.build` builds it, without reading a training file, and without the
     batcher (``batcher`` is None: it walks training cells)."""
-    from mmfuse import build as b
-    from mmfuse.graph import build_graph
-    from mmfuse.model import FusionModel, make_plan
-
-    graph = build_graph(spec, plugins)
-    shapes = {name: tuple(v.shape) for name, v in data.views.items()}
-    sparse_views = frozenset(v for v, d in data.views.items()
-                             if isinstance(d, MatrixData) and d.sparse)
-    plan = make_plan(spec, graph, shapes, sparse_views)
-    b.seed_everything(spec.seed)
-    codecs, plan = b.build_codecs(spec, plan, plugins, data.sizes)
-    likelihoods, issues = b.make_likelihoods(spec, plugins)
-    if issues:
-        raise MmfuseError("; ".join(str(i) for i in issues))
-    model = FusionModel(
-        plan, codecs, likelihoods=likelihoods,
-        weights={v: s.weight for v, s in spec.views.items()},
-        view_entities={v: (s.rows, s.cols) for v, s in spec.views.items() if s.cols},
-        dim=spec.model.dim)
     import torch
 
-    return b.Built(spec, graph, data, plan, model, None, torch.device("cpu"))  # type: ignore[arg-type]
+    from mmfuse.build import Built, make_model
+    from mmfuse.graph import build_graph
+
+    graph = build_graph(spec, plugins)
+    plan, model = make_model(spec, plugins, graph, data, start_intercepts=False)
+    return Built(spec, graph, data, plan, model, None, torch.device("cpu"))  # type: ignore[arg-type]
 
 
 # ---------------------------------------------------------------------- new instances
