@@ -15,10 +15,15 @@ steps an epoch).  The data are random tensors of the paper's shapes (uint8 cover
 descriptions), written once to a temporary folder.
 
 Each (arm, allocator) runs in its own process, interleaved in blocks (A, B, A, B, …) so that
-the machine's load falls on both alike; ``tuned`` sets
-``GLIBC_TUNABLES=glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=…`` (glibc then keeps
-freed activations instead of returning them to the OS after every step).  Printed (markdown,
+the machine's load falls on both alike.  Allocators: ``default`` (as the process starts;
+mmfuse tunes glibc itself, :mod:`mmfuse.allocator`), ``tuned``
+(``GLIBC_TUNABLES=glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=…``: glibc keeps
+freed activations instead of returning them to the OS after every step) and ``system``
+(``MMFUSE_MALLOC=system``: mmfuse leaves glibc as it is; the paper's loop is then the
+``default`` one).  Printed (markdown,
 stdout): seconds per step and per epoch (the median over blocks), the ratio of the epochs,
+minor page faults per step (memory mapped afresh: the allocator's churn, which the load of a
+shared machine does not move),
 peak RSS, the time to embed every book (mmfuse's batched ``embed_all`` against the published
 per-sample loop, timed on 200 books and scaled), and the model's FLOP rate per training step
 (``torch.utils.flop_counter``) as a fraction of ``torch.mm``'s rate measured in the same
@@ -151,6 +156,8 @@ def run_paper(root: Path, steps: int, warmup: int) -> dict:
     rng = np.random.default_rng(0)
     times = []
     for step in range(warmup + steps):
+        if step == warmup:
+            faults = _faults()
         started = time.perf_counter()
         if step % 2 == 0:  # a new row batch every other step: two column batches each
             rows = rng.choice(books, BATCH, replace=False)
@@ -166,6 +173,7 @@ def run_paper(root: Path, steps: int, warmup: int) -> dict:
         float(loss)
         times.append(time.perf_counter() - started)
     per_step = statistics.median(times[warmup:])
+    faults_per_step = (_faults() - faults) / steps
     n_embed = min(200, books)
     model.eval()
     started = time.perf_counter()
@@ -176,6 +184,7 @@ def run_paper(root: Path, steps: int, warmup: int) -> dict:
                                     model.row_enc(torch.from_numpy(text[i:i + 1]))], 1))
     embed = (time.perf_counter() - started) * books / n_embed
     return {"s_per_step": per_step, "steps_per_epoch": 2 * books // BATCH,
+            "faults_per_step": faults_per_step,
             "parameters": sum(p.numel() for p in model.parameters()),
             "embed_s": embed, "embed_measured_on": n_embed}
 
@@ -200,6 +209,7 @@ def run_mmfuse(root: Path, steps: int, warmup: int) -> dict:
 
     spec = load_spec(root / "paper.yaml")
     times: list[float] = []
+    faults: list[int] = []
 
     class Timer(Callback):
         def on_epoch_start(self, trainer, epoch, n_steps):
@@ -209,7 +219,10 @@ def run_mmfuse(root: Path, steps: int, warmup: int) -> dict:
             now = time.perf_counter()
             times.append(now - self.last)
             self.last = now
+            if len(times) == warmup:
+                faults.append(_faults())
             if len(times) >= warmup + steps:
+                faults.append(_faults())
                 raise _Enough
 
     out = Path(tempfile.mkdtemp(dir=root))
@@ -228,8 +241,14 @@ def run_mmfuse(root: Path, steps: int, warmup: int) -> dict:
         torch.stack(list(terms.values())).sum().backward()
     flops = counter.get_total_flops()
     return {"s_per_step": per_step, "steps_per_epoch": built.batcher.steps_per_epoch(),
+            "faults_per_step": (faults[1] - faults[0]) / steps,
             "parameters": sum(p.numel() for p in built.model.parameters()),
             "embed_s": embed, "step_flops": flops, "mm_flops_per_s": mm_rate()}
+
+
+def _faults() -> int:
+    """Minor page faults of this process so far (memory mapped afresh and touched)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
 def mm_rate(n: int = 2048, repeats: int = 5) -> float:
@@ -260,7 +279,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--blocks", type=int, default=2)
     parser.add_argument("--arms", default="paper,mmfuse")
-    parser.add_argument("--allocators", default="default,tuned")
+    parser.add_argument("--allocators", default="default,tuned,system")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads in each child (default: torch's own)")
     args = parser.parse_args()
@@ -276,8 +295,11 @@ def main() -> None:
                 for arm in arms:
                     env = dict(os.environ)
                     env.pop("GLIBC_TUNABLES", None)
+                    env.pop("MMFUSE_MALLOC", None)
                     if allocator == "tuned":
                         env["GLIBC_TUNABLES"] = TUNED
+                    elif allocator == "system":
+                        env["MMFUSE_MALLOC"] = "system"
                     if args.threads:
                         env["OMP_NUM_THREADS"] = str(args.threads)
                     started = time.perf_counter()
@@ -300,9 +322,9 @@ def report(results: dict[tuple[str, str], list[dict]], args) -> None:
 
     print(f"{args.books} books, covers 3×{args.size}×{args.size}; median over {args.blocks} "
           f"interleaved blocks of {args.steps} steps (after {args.warmup} warm-up steps)\n")
-    print("| loop | allocator | parameters | s/step | steps/epoch | s/epoch | peak RSS MiB "
-          "| embed all books (s) |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| loop | allocator | parameters | s/step | steps/epoch | s/epoch | page faults/step "
+          "| peak RSS MiB | embed all books (s) |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     epochs: dict[tuple[str, str], float] = {}
     for (arm, allocator), runs in results.items():
         step = median("s_per_step", runs)
@@ -312,6 +334,7 @@ def report(results: dict[tuple[str, str], list[dict]], args) -> None:
         note = " (per sample, scaled)" if arm == "paper" else ""
         print(f"| {arm} | {allocator} | {runs[0]['parameters'] / 1e6:.1f} M | {step:.3f} | "
               f"{runs[0]['steps_per_epoch']} | {epoch:.1f} | "
+              f"{median('faults_per_step', runs):,.0f} | "
               f"{median('peak_rss_mib', runs):.0f} | {embed:.1f}{note} |")
     print()
     for allocator in dict.fromkeys(a for _, a in results):

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from mmfuse.allocator import keep_freed_memory
 from mmfuse.batching import prefetch
 from mmfuse.build import Built
 from mmfuse.errors import Interrupted, MmfuseError
@@ -239,6 +240,7 @@ class Trainer:
         of the current step (KeyboardInterrupt, :class:`~mmfuse.errors.Interrupted`), the
         last epoch's checkpoint intact (alone; in a job of several processes, the launcher
         stops them)."""
+        keep_freed_memory()  # no mmap / munmap of every step's activations (glibc)
         with deferred_signals(self.strategy.world_size == 1) as signals:
             self._fit(signals)
 
