@@ -128,7 +128,7 @@ def describe_inputs(spec: Spec, data: Data, plugins: Plugins
             entry["featurizer"] = {
                 "reader": reader, "plugin": plugins.readers.entries[reader].plugin
                 if reader in plugins.readers else None,
-                "kept": state is not None, "state": values, "arrays": sorted(state_arrays)}
+                "state": values, "arrays": sorted(state_arrays)}
             own.update({f"featurizer.{k}": a for k, a in state_arrays.items()})
         if own:
             entry["arrays"] = f"inputs/{name}.npz"
@@ -165,7 +165,7 @@ def stored_data(run: RunDir, spec: Spec, inputs: Mapping[str, Any]) -> Data:
                                        entry.get("zero_missing", False),
                                        own.get("scale.center"), own.get("scale.spread"))
         feat = entry.get("featurizer")
-        if feat and feat.get("kept"):
+        if feat is not None:
             states[name] = {**feat.get("state", {}),
                             **{k.removeprefix("featurizer."): a for k, a in own.items()
                                if k.startswith("featurizer.")}}
@@ -275,7 +275,8 @@ def featurize_new(built: Built, plugins: Plugins, view: str, path: Path,
     if view not in built.data.states:
         raise DataError(f"{where}: the run keeps no {reader} state for view {view!r} (the "
                         "vocabulary, vectors, ... that featurize new input as in training): "
-                        f"it was made by an older mmfuse; {RETRAIN}")
+                        "it was made by an older mmfuse, or by a version of the reader that "
+                        f"featurized no new input; {RETRAIN}")
     if not path.exists():
         raise DataError(f"{where}: file not found")
     ctx = ReadContext(view=view, row_ids=list(ids) if ids is not None else None, col_ids=None,

@@ -223,7 +223,7 @@ def test_old_run_folder_without_state_says_to_retrain(moved, tmp_path):
     old = tmp_path / "old"
     shutil.copytree(run, old)
     inputs = json.loads((old / "inputs.json").read_text())
-    inputs["views"]["text"]["featurizer"]["kept"] = False  # as if no state had been kept
+    del inputs["views"]["text"]["featurizer"]  # as if its reader had featurized no input
     (old / "inputs.json").write_text(json.dumps(inputs))
     result = invoke("embed", old, "--entity", "book", "--out", tmp_path / "z.npy",
                     "--data", f"text={raw / 'docs.txt'}", "--data", f"lsa={raw / 'docs.txt'}",
@@ -345,3 +345,50 @@ def test_a_run_just_trained_embeds_new_text_as_the_reopened_folder_does(tmp_path
     np.testing.assert_allclose(live.to_numpy(), reopened.to_numpy(), atol=1e-6)
     np.testing.assert_allclose(live.loc["n1"].to_numpy(),
                                run.embeddings("book").iloc[11].to_numpy(), atol=1e-5)
+
+
+def test_moved_run_embeds_new_images_by_id(tmp_path):
+    """An ``images`` view: new covers, a folder of files named by the new books' ids
+    (``--ids``), are decoded as in training; the training covers give back the saved
+    embeddings."""
+    from PIL import Image
+
+    covers = tmp_path / "data" / "covers"
+    covers.mkdir(parents=True)
+    rng = np.random.default_rng(4)
+    names = [f"c{i}" for i in range(12)]
+    for name in names:
+        pixels = rng.integers(0, 256, (20, 14, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(covers / f"{name}.png")
+    (tmp_path / "data" / "ids.txt").write_text("\n".join(names) + "\n")
+    spec = tmp_path / "data" / "spec.yaml"
+    spec.write_text(textwrap.dedent("""\
+        name: covers
+        entities:
+          book: {ids: ids.txt}
+        views:
+          cover:
+            rows: book
+            tensor: {shape: [3, 16, 16]}
+            source: {reader: images, path: covers, params: {size: 16}}
+            encoder: {type: conv, params: {channels: [2], hidden: 4}}
+        model: {dim: 3}
+        train: {epochs: 1, batch_size: 6, device: cpu}
+        """))
+    result = invoke("train", spec, "--out", tmp_path / "run", "-q")
+    assert result.exit_code == 0, result.output
+    new = tmp_path / "new"
+    shutil.copytree(covers, new)
+    (tmp_path / "new_ids.txt").write_text("c7\nc2\n")
+    shutil.move(tmp_path / "run", tmp_path / "moved")
+    shutil.rmtree(tmp_path / "data")
+    out = tmp_path / "z.npy"
+    base = ["embed", tmp_path / "moved", "--entity", "book", "--out", out, "--data",
+            f"cover={new}"]
+    result = invoke(*base, "--ids", tmp_path / "new_ids.txt")
+    assert result.exit_code == 0, result.output
+    saved = np.load(tmp_path / "moved" / "embeddings" / "book.npy")
+    np.testing.assert_allclose(np.load(out), saved[[7, 2]], atol=1e-5)
+    assert out.with_suffix(".ids.txt").read_text().split() == ["c7", "c2"]
+    result = invoke(*base)
+    assert result.exit_code == 1 and "give the new instances' ids (--ids" in flat(result.output)

@@ -14,7 +14,13 @@ from PIL import Image, ImageOps
 from pydantic import Field
 
 from mmfuse.cache import CACHE_DIR, cached_array, fingerprint
-from mmfuse.plugin_api import ReadContext, ReaderParams, ViewArray, reader_params
+from mmfuse.plugin_api import (
+    ReadContext,
+    ReaderParams,
+    ViewArray,
+    featurizer,
+    reader_params,
+)
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +118,24 @@ def load_images(files: list[Path], size: tuple[int, int], mode: str) -> np.ndarr
     return out
 
 
+def featurize_images(path: Path, params: Mapping[str, Any], state: Mapping[str, Any],
+                     ctx: ReadContext) -> ViewArray:
+    """New images: a folder holding a file per new instance, named by its id (``--ids``),
+    decoded as in training (``size``, ``mode``); nothing is cached."""
+    if not path.is_dir():
+        raise ValueError(f"{path}: not a folder; give a folder of images named by the new "
+                         "instances' ids")
+    if ctx.row_ids is None:
+        raise ValueError("new images are found by id: give the new instances' ids (--ids "
+                         "FILE, one a line), each the name of its image in the folder")
+    size = params["size"]
+    size = (size, size) if isinstance(size, int) else (size[0], size[1])
+    files = image_files(path, list(ctx.row_ids))
+    return ViewArray(data=load_images(files, size, params["mode"]), row_ids=list(ctx.row_ids),
+                     info={"folder": str(path)})
+
+
+@featurizer(featurize_images)
 @reader_params(ImagesParams)
 def read_images(path: Path | None, params: Mapping[str, Any], ctx: ReadContext) -> ViewArray:
     """params: ``ids`` (file of ids, one per line; default: the row entity's ids), ``size``
