@@ -229,9 +229,9 @@ def test_cli_resume_and_interrupt_from_another_working_directory(tmp_path, monke
     assert result.exit_code == 1 and "add --resume" in result.output
     result = CliRunner().invoke(app, [*args, "--resume"])
     assert result.exit_code == 0, result.output
-    assert fake.calls == [1] and "kept 1 finished runs" in result.output
+    assert fake.calls == [1] and "kept 1 finished run of" in result.output
     report = (tmp_path / "bench" / "tiny" / "report.md").read_text()
-    assert "Spec: specs/tiny.yaml" in report and "1 runs kept from an earlier bench" in report
+    assert "Spec: specs/tiny.yaml" in report and "1 run kept from an earlier bench" in report
 
 
 # ------------------------------------------------------------------ held-out cells in the report

@@ -216,7 +216,8 @@ def render_markdown(result: BenchResult, rows: dict[str, Any], published: dict[s
     lines += [f"Command: `{command}`  ", f"Spec: {result.spec_shown or spec.name}  ",
               f"Seeds: {n} ({spread}){quick}"]
     if result.resumed_runs:
-        lines[-1] += f"  \n{result.resumed_runs} runs kept from an earlier bench (`--resume`)."
+        k = result.resumed_runs
+        lines[-1] += f"  \n{k} run{'s' * (k != 1)} kept from an earlier bench (`--resume`)."
     lines += ["", f"Data: {result.dataset_message or spec.name}", ""]
     for target, t in (spec.evaluate.targets.items() if spec.evaluate else ()):
         lines += _target_table(result, rows, target, t, published)

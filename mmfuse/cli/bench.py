@@ -83,7 +83,8 @@ def bench_command(
         err_console.print(f"not run: {', '.join(names)}: {why}", style="yellow", markup=False,
                           highlight=False, soft_wrap=True)
     if result.resumed_runs:
-        console.print(f"kept {result.resumed_runs} finished runs of the earlier bench",
+        n = result.resumed_runs
+        console.print(f"kept {n} finished run{'s' * (n != 1)} of the earlier bench",
                       highlight=False)
     console.print(f"report: {out / 'report.md'}", highlight=False)
 
