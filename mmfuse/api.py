@@ -286,6 +286,9 @@ def new_inputs(built: Built, entity: str, data: Mapping[str, Any],
     featurizer (a reader that finds instances by id)."""
     plugins = plugins or get_plugins()
     spec = built.spec
+    if entity not in built.plan.codes:
+        raise DataError(f"unknown entity {entity!r}; known: "
+                        f"{', '.join(sorted(built.plan.codes))}")
     unknown = sorted(set(data) - set(spec.views))
     if unknown:
         views = sorted({view for view, _ in built.plan.codes.get(entity, [])})
@@ -350,6 +353,8 @@ def embed_new(built: Built, entity: str, arrays: Mapping[str, np.ndarray]) -> np
     plan = built.plan
     if plan.preset.codes == "free":
         raise DataError("preset cmf learns free embeddings: it cannot embed new instances")
+    if entity not in plan.codes:
+        raise DataError(f"unknown entity {entity!r}; known: {', '.join(sorted(plan.codes))}")
     keys = plan.codes[entity]
     needed = {view for view, _ in keys}
     missing, extra = needed - set(arrays), set(arrays) - needed

@@ -16,6 +16,7 @@ import scipy.sparse as sp
 from typer.testing import CliRunner
 
 from mmfuse.cli import app
+from mmfuse.errors import DataError
 from mmfuse.plugins import get_plugins
 
 N_BOOK, N_USER, DIM = 40, 20, 4
@@ -38,8 +39,9 @@ def documents(rng: np.random.Generator, topics: np.ndarray) -> list[str]:
 
 def write_project(root: Path) -> Path:
     """Books with a word2vec text view, a tf-idf text view, facts on very different scales
-    (``scale: standard``) and a sparse users × books ratings view (book is its column
-    entity); the raw inputs are copied to ``root/../raw`` before anything is trained."""
+    (``scale: standard``; 0 for unknown: ``missing: zero``) and a sparse users × books
+    ratings view (book is its column entity); the raw inputs are copied to ``root/../raw``
+    before anything is trained."""
     rng = np.random.default_rng(0)
     root.mkdir(parents=True)
     topic = rng.integers(0, 2, N_BOOK)
@@ -47,6 +49,7 @@ def write_project(root: Path) -> Path:
     facts = np.stack([200 + 80 * topic + 10 * rng.standard_normal(N_BOOK),  # pages
                       1990 + 5 * rng.standard_normal(N_BOOK)], axis=1).astype(np.float32)
     facts[3, 1] = np.nan  # a missing cell
+    facts[5, 0] = 0.0  # missing too (`missing: zero`): not (0 - mean) / std
     np.save(root / "facts.npy", facts)
     ratings = np.where(rng.random((N_USER, N_BOOK)) < 0.3,
                        1 + 4 * rng.random((N_USER, N_BOOK)), 0.0)
@@ -71,6 +74,7 @@ def write_project(root: Path) -> Path:
             rows: book
             source: {{reader: npy, path: facts.npy}}
             scale: standard
+            missing: zero
           ratings:
             rows: user
             cols: book
@@ -167,6 +171,8 @@ def test_python_api_embeds_new_text_with_ids(moved):
     np.testing.assert_allclose(frame.loc[["x5", "x7"]].to_numpy(),
                                saved.loc[["bk5", "bk7"]].to_numpy(), atol=1e-5)
     assert np.abs(frame.loc["mixed"].to_numpy() - saved.loc["bk6"].to_numpy()).max() > 1e-4
+    with pytest.raises(DataError, match="unknown entity 'author'; known: book, user"):
+        run.embed("author", {"text": new})
     # a file of documents is featurized alike
     again = run.embed("book", {"text": raw / "docs.txt", "lsa": str(raw / "docs.txt"),
                                "facts": raw / "facts.npy", "ratings": ratings})
