@@ -87,7 +87,8 @@ def embed_command(
     data: Annotated[list[str] | None, typer.Option(
         help="New instances: VIEW=FILE (repeat per view): a .npy / scipy sparse .npz in the "
              "view's input space, or raw input of a featurized view (new documents, one a "
-             "line, for word2vec/tfidf/glove), featurized as in training.")] = None,
+             "line, for word2vec/tfidf/glove; a folder of images named by --ids), "
+             "featurized as in training.")] = None,
     ids: Annotated[Path | None, typer.Option(
         help="Ids of the new instances given by --data, one a line (default 0 … n-1).",
         dir_okay=False)] = None,
