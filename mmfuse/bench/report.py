@@ -195,8 +195,10 @@ def _holdout_tables(result: BenchResult, rows: dict[str, Any]) -> list[str]:
             lines.append(cells)
         arrows = ", ".join(f"{m} {'↓' if lower_is_better(m) else '↑'}" for m in metric_names)
         out += [f"## Held-out cells of `{view}`", "",
-                f"Cells kept out of training ({about}); the baselines are fit on the same "
-                "training cells.", "", *_table(["method", *metric_names], lines), "",
+                f"Cells kept out of training ({about}"
+                + ("; seed 0's split: each seed holds out its own" if n_seeds > 1 else "")
+                + "); the baselines are fit on the same training cells.", "",
+                *_table(["method", *metric_names], lines), "",
                 f"**Bold**: the best of its column ({arrows}: lower / higher is better).", ""]
     return out
 
