@@ -68,8 +68,9 @@ def bench_command(
                                seeds=seeds, quick=quick, out=out, overrides=list(set_ or []),
                                spec_path=spec, resume=resume, command=command,
                                on_progress=on_progress)
-    except (KeyboardInterrupt, Exception) as exc:
-        if last and (out / "results.json").is_file() and not isinstance(exc, typer.Exit):
+    except BaseException as exc:  # Ctrl-C, SIGTERM or a failure: say what is kept
+        quitting = isinstance(exc, (SystemExit, typer.Exit))
+        if last and (out / "results.json").is_file() and not quitting:
             again = command if "--resume" in sys.argv else command + " --resume"
             err_console.print(f"stopped: {last[0].done} of {last[0].total} runs finished and "
                               f"kept in {out} (report.md); continue with: {again}",
