@@ -25,7 +25,6 @@ from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
-from sklearn.decomposition import PCA, TruncatedSVD
 
 from mmfuse.data import Data, MatrixData, TensorData
 from mmfuse.spec import Spec
@@ -102,6 +101,8 @@ def reduce(x: Features, train: np.ndarray, dim: int, seed: int = 0) -> np.ndarra
     method = reduction(x, dim)
     if method is None:
         return x.toarray().astype(np.float32, copy=False) if sp.issparse(x) else x
+    from sklearn.decomposition import PCA, TruncatedSVD
+
     n_components = min(dim, len(train))
     model = (TruncatedSVD(n_components=n_components, random_state=seed) if method ==
              "truncated_svd" else PCA(n_components=n_components, random_state=seed))

@@ -13,9 +13,9 @@ import numpy as np
 import torch
 
 from mmfuse.batching import Batcher
-from mmfuse.data import Data, MatrixData, load_data
+from mmfuse.checks import check
+from mmfuse.data import Data, MatrixData
 from mmfuse.errors import MmfuseError, SpecError, SpecIssue, describe
-from mmfuse.graph import build_graph
 from mmfuse.model import (
     TERMS,
     WIDE,
@@ -74,10 +74,13 @@ class Built:
 
 
 def build(spec: Spec, plugins: Plugins, device: str | torch.device | None = None,
-          shard: tuple[int, int] = (0, 1)) -> Built:
+          shard: tuple[int, int] = (0, 1),
+          checked: tuple[nx.MultiDiGraph, Data] | None = None) -> Built:
     """Check the spec and its data, then build the model on the device (seeded); its
-    batcher walks ``shard`` (rank, processes) of each epoch."""
-    graph, data = _graph_and_data(spec, plugins)
+    batcher walks ``shard`` (rank, processes) of each epoch.  ``checked``: what
+    :func:`mmfuse.checks.check` returned for this spec, when the caller checked it first
+    (``mmfuse validate`` does, before importing torch)."""
+    graph, data = checked or check(spec, plugins)
     plan, model = make_model(spec, plugins, graph, data)
     dev = resolve_device(str(device or spec.train.device))
     if spec.train.threads:
@@ -151,48 +154,6 @@ def _fits(spec: Spec, loc: tuple[str, ...], what: str):
             raise
         raise SpecError([spec.issue(loc, f"{what} does not fit in memory ({describe(exc)}); "
                                     "lower model.dim or the encoders' widths")]) from exc
-
-
-def _graph_and_data(spec: Spec, plugins: Plugins) -> tuple[nx.MultiDiGraph, Data]:
-    """The graph and the data, their problems reported in one round: the data of every view
-    with no problem in the graph is read and checked as well."""
-    try:
-        graph = build_graph(spec, plugins)
-    except SpecError as exc:
-        raise SpecError(_all_issues(spec, plugins, exc.issues)) from exc.__cause__
-    return graph, load_data(spec, plugins)  # the graph is sound: every view's data is read
-
-
-def _all_issues(spec: Spec, plugins: Plugins, known: list[SpecIssue]) -> list[SpecIssue]:
-    """``known`` and every further problem of the spec's references and data; the data only
-    of the views with no problem yet (one mistake is not reported twice, nor its echoes)."""
-    issues = list(known)
-    try:
-        build_graph(spec, plugins)
-    except SpecError as exc:
-        issues += [i for i in exc.issues if i not in issues]
-    bad = {str(i.loc[1]) for i in issues if len(i.loc) > 1 and i.loc[0] == "views"}
-    part = spec.model_copy(update={"views": {
-        name: v for name, v in spec.views.items() if name not in bad}})
-    try:
-        load_data(part, plugins)
-    except SpecError as exc:
-        issues += [i for i in exc.issues if i not in issues]
-    return issues
-
-
-def complete(error: SpecError, plugins: Plugins) -> SpecError:
-    """A spec's schema errors together with the problems of its references and data, so
-    that a user sees every problem in one round: the spec is checked again without the
-    fields in error (:attr:`SpecError.attempt`).  ``error`` itself when that makes no spec."""
-    if error.attempt is None:
-        return error
-    try:
-        spec = error.attempt()
-    except SpecError:
-        return error
-    issues = _all_issues(spec, plugins, list(error.issues))
-    return error if len(issues) == len(error.issues) else SpecError(issues)
 
 
 def build_codecs(spec: Spec, plan: Plan, plugins: Plugins, sizes: dict[str, int]

@@ -41,7 +41,7 @@ class SpecError(MmfuseError):
     def __init__(self, issues: list[SpecIssue]):
         self.issues = issues
         #: for a spec that fails its schema: the spec without the fields in error, to check
-        #: its references and data too (:func:`mmfuse.build.complete`); None if none can be
+        #: its references and data too (:func:`mmfuse.checks.complete`); None if none can be
         self.attempt: Callable[[], Any] | None = None
         super().__init__("\n".join(str(i) for i in issues))
 

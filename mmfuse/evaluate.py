@@ -21,20 +21,18 @@ from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
-from sklearn.model_selection import train_test_split
 
 from mmfuse.baselines import CONCAT, PCA_NAME, BaselineFeatures, views_touching
 from mmfuse.data import Data
 from mmfuse.errors import SpecError, SpecIssue, describe
-from mmfuse.probes import evaluate_probe, floor_scores, make_probe, task_scores
 from mmfuse.spec import Spec, SplitSpec, TargetSpec
 
 log = logging.getLogger(__name__)
 
-__all__ = ["evaluate_embeddings", "evaluate_target", "load_labels", "make_probe",
-           "scores", "split_indices", "baseline_views", "check_evaluate", "target_issues"]
-
-scores = task_scores  # the name earlier versions exported
+# scikit-learn (the probes, the split) is imported by the functions that evaluate: the
+# checks here run at `mmfuse validate`, which answers without importing it
+__all__ = ["evaluate_embeddings", "evaluate_target", "load_labels", "split_indices",
+           "baseline_views", "check_evaluate", "target_issues"]
 
 
 def load_labels(path: Path) -> np.ndarray:
@@ -85,6 +83,8 @@ def split_indices(y: np.ndarray, split: SplitSpec,
     if method == "position":
         cut = n - round(n * split.test_fraction)
         return idx[:cut], idx[cut:]
+    from sklearn.model_selection import train_test_split
+
     stratify = strata(y, task) if method == "stratified" else None
     try:
         train, test = train_test_split(idx, test_size=split.test_fraction,
@@ -242,6 +242,8 @@ def check_evaluate(spec: Spec) -> list[SpecIssue]:
 def _run_baselines(target: TargetSpec, views: list[str], features: BaselineFeatures,
                    keep: np.ndarray, y: np.ndarray, train: np.ndarray,
                    test: np.ndarray) -> tuple[dict[str, Any], dict[str, Any]]:
+    from mmfuse.probes import evaluate_probe
+
     names = [*views, CONCAT] if len(views) > 1 else list(views)
     raw = [features.raw(v, target.entity) for v in views]
     # sparse data is reduced anyway: then `concat` is already its own reduction
@@ -258,6 +260,8 @@ def _run_baselines(target: TargetSpec, views: list[str], features: BaselineFeatu
 def evaluate_target(name: str, target: TargetSpec, z: np.ndarray, split: SplitSpec,
                     spec: Spec, features: BaselineFeatures | None = None) -> dict[str, Any]:
     """One target: probe on ``z``, the floor, and (with ``features``) the baselines."""
+    from mmfuse.probes import evaluate_probe, floor_scores
+
     y, keep = _target_values(name, target, len(z), spec)
     train, test = split_indices(y, split, target.task)
     zk = z[keep]

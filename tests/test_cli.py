@@ -511,3 +511,24 @@ def test_schema_is_the_spec_json_schema():
 def test_shell_completion_is_offered():
     result = invoke("--help")
     assert "--install-completion" in result.output
+
+
+def test_a_bad_spec_is_answered_without_importing_torch(tmp_path):
+    """`validate` checks the spec, its references and its data before it imports torch to
+    build the model: a mistake is answered in about a second."""
+    np.save(tmp_path / "m.npy", np.zeros((4, 3), np.float32))
+    bad = {"schema.yaml": "views:\n  m: {rows: a, cols: b, wieght: 2,"
+                          " source: {reader: npy, path: m.npy}}\n",
+           "file.yaml": "views:\n  m: {rows: a, cols: b, source: {reader: npy, path: no.npy}}\n"}
+    for name, views in bad.items():
+        (tmp_path / name).write_text("name: t\nentities: {a: {}, b: {}}\n" + views)
+    code = ("import sys\n"
+            "from typer.testing import CliRunner\n"
+            "from mmfuse.cli import app\n"
+            "for name in sys.argv[1:]:\n"
+            "    r = CliRunner().invoke(app, ['validate', name])\n"
+            "    assert r.exit_code == 3, r.output\n"
+            "print(sorted({'torch', 'sklearn'} & {m.split('.')[0] for m in sys.modules}))\n")
+    out = subprocess.run([sys.executable, "-c", code, *bad], cwd=tmp_path, check=True,
+                         capture_output=True, text=True, timeout=120).stdout
+    assert out.strip() == "[]"

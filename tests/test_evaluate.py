@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 from rich.console import Console
 
-import mmfuse.baselines as baselines_module
 from mmfuse.cli.render import evaluation_table
 from mmfuse.data import load_data
 from mmfuse.errors import SpecError
@@ -150,12 +149,14 @@ def test_multilabel_target_with_baselines_and_floor(tiny):
 def test_pca_is_fit_on_the_train_split_only(tiny, monkeypatch):
     fitted: list[np.ndarray] = []
 
-    class SpyPCA(baselines_module.PCA):
+    import sklearn.decomposition
+
+    class SpyPCA(sklearn.decomposition.PCA):
         def fit(self, x, y=None):
             fitted.append(np.array(x))
             return super().fit(x, y)
 
-    monkeypatch.setattr(baselines_module, "PCA", SpyPCA)
+    monkeypatch.setattr(sklearn.decomposition, "PCA", SpyPCA)  # imported when baselines fit
     spec = load_spec(tiny, ["evaluate.baselines=[noise]"])
     result = evaluate_embeddings(spec, random_embeddings())
     assert set(result["targets"]["linear"]["baselines"]) == {"noise", "pca"}

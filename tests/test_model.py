@@ -97,7 +97,7 @@ def test_a_sparse_view_scores_its_stored_cells_only(multiview):
 
 @pytest.mark.parametrize("name", ["gaussian", "bernoulli", "poisson"])
 def test_likelihoods_average_over_observed_cells_only(name):
-    lik = get_plugins().likelihoods.get(name)
+    lik = get_plugins().likelihoods.get(name)()  # a factory: one view's likelihood
     pred = torch.randn(4, 5)
     target = torch.rand(4, 5).round()
     mask = torch.rand(4, 5) > 0.4

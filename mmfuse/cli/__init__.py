@@ -35,7 +35,7 @@ class ErrorHandlingGroup(TyperGroup):
             if debug:
                 raise
             if exc.attempt is not None:  # the schema failed: its references and data too
-                from mmfuse.build import complete
+                from mmfuse.checks import complete
                 from mmfuse.plugins import get_plugins
                 exc = complete(exc, get_plugins())
             for issue in exc.issues:

@@ -23,14 +23,17 @@ def validate_command(spec_path: SpecArg, set_: SetOpt = None,
                      ignore_memory: IgnoreMemoryOpt = False) -> None:
     """Check the spec and its data; print the graph, the resolved model and its cost (cells
     per step and epoch, peak memory estimate) without training."""
+    from mmfuse.checks import check
+    from mmfuse.spec import load_spec
+
+    spec = load_spec(spec_path, set_ or [])
+    checked = check(spec, get_plugins())  # a bad spec or data is answered before torch loads
     from mmfuse.build import build, describe_model
     from mmfuse.cost import check_memory, estimate
     from mmfuse.cost import render as render_cost
     from mmfuse.graph import render_text
-    from mmfuse.spec import load_spec
 
-    spec = load_spec(spec_path, set_ or [])
-    built = build(spec, get_plugins(), device="cpu")
+    built = build(spec, get_plugins(), device="cpu", checked=checked)
     for note in built.plan.notes:
         console.print(f"[yellow]note:[/yellow] {note}", highlight=False)
     if built.data.dataset_message:
