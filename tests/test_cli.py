@@ -532,3 +532,22 @@ def test_a_bad_spec_is_answered_without_importing_torch(tmp_path):
     out = subprocess.run([sys.executable, "-c", code, *bad], cwd=tmp_path, check=True,
                          capture_output=True, text=True, timeout=120).stdout
     assert out.strip() == "[]"
+
+
+def test_the_progress_bar_shows_the_whole_runs_time_left(monkeypatch):
+    from types import SimpleNamespace
+
+    import mmfuse.cli.progress as progress
+
+    clock = iter(float(t) for t in range(100))
+    monkeypatch.setattr(progress.time, "perf_counter", lambda: next(clock))
+    batcher = SimpleNamespace(epoch_size=lambda: 100, steps_per_epoch=lambda: 10,
+                              primary_is_view=False, primary="book")
+    trainer = SimpleNamespace(built=SimpleNamespace(batcher=batcher), epoch=0)
+    bar = progress.ProgressBar(total_epochs=3)
+    bar.on_train_start(trainer)  # t = 0
+    bar.on_epoch_start(trainer, 1, 10)  # t = 1
+    bar.on_step_end(trainer, 1, {"loss": 1.0})  # t = 2, 3: 1 step in 3 s, 29 steps to go
+    terms = bar.progress.tasks[0].fields["terms"]
+    bar.on_train_end(trainer)
+    assert "run left ≈1:27" in terms

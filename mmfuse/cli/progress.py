@@ -22,9 +22,18 @@ def format_terms(terms: Mapping[str, float]) -> str:
     return "  ".join(f"{k} {v:.4g}" for k, v in terms.items())
 
 
+def _clock(seconds: float) -> str:
+    """``1:02:03`` / ``4:05`` for a duration."""
+    minutes, secs = divmod(max(int(seconds), 0), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
 class ProgressBar(Callback):
-    """A rich progress bar over epochs and steps with the loss and the job's rate (the
-    primary's instances or cells per second, over every process)."""
+    """A rich progress bar over epochs and steps with the loss, the job's rate (the
+    primary's instances or cells per second, over every process) and the time the whole
+    run has left at that rate (until ``train.epochs``: the stopping rule may end it
+    sooner)."""
 
     def __init__(self, total_epochs: int):
         self.total_epochs = total_epochs
@@ -34,8 +43,11 @@ class ProgressBar(Callback):
             MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
             TextColumn("{task.fields[terms]}"), console=err_console, transient=False)
         self.task = None
+        self.run_started = 0.0
+        self.steps_run = 0  # in this process's run (a resumed run counts from its resume)
 
     def on_train_start(self, trainer) -> None:
+        self.run_started = time.perf_counter()
         self.progress.start()
 
     def on_epoch_start(self, trainer, epoch, steps) -> None:
@@ -50,8 +62,12 @@ class ProgressBar(Callback):
         done = batcher.epoch_size() * step / batcher.steps_per_epoch()
         rate = done / max(time.perf_counter() - self.started, 1e-9)
         unit = "cells" if batcher.primary_is_view else batcher.primary
+        self.steps_run += 1
+        per_step = (time.perf_counter() - self.run_started) / self.steps_run
+        left = ((self.total_epochs - trainer.epoch) * batcher.steps_per_epoch() - step) * per_step
         self.progress.update(self.task, completed=step,
-                             terms=f"loss {terms['loss']:.4g}  {rate:,.0f} {unit}/s")
+                             terms=f"loss {terms['loss']:.4g}  {rate:,.0f} {unit}/s  "
+                                   f"run left ≈{_clock(left)}")
 
     def on_epoch_end(self, trainer, epoch, metrics) -> None:
         note = "  (converged)" if trainer.converged else ""
