@@ -101,6 +101,7 @@ class Fake:
         if self.interrupt_at is not None and len(self.calls) == self.interrupt_at:
             raise KeyboardInterrupt
         self.calls.append(ctx.seed)
+        self.workdir = ctx.workdir
         rng = np.random.default_rng(ctx.seed)
         y = np.load(ctx.spec.evaluate.targets["label"].path)
         signal = 2.0 * y
@@ -233,6 +234,9 @@ def test_cli_resume_and_interrupt_from_another_working_directory(tmp_path, monke
     result = CliRunner().invoke(app, [*args, "--resume"])
     assert result.exit_code == 0, result.output
     assert fake.calls == [1] and "kept 1 finished run of" in result.output
+    # absolute: a row's spec variant names files there (ConvAE MF's codes), and a spec's
+    # relative paths are taken from its own folder, not from the working directory
+    assert fake.workdir == tmp_path / "bench" / "tiny" / "runs"
     report = (tmp_path / "bench" / "tiny" / "report.md").read_text()
     assert "Spec: specs/tiny.yaml" in report and "1 run kept from an earlier bench" in report
 

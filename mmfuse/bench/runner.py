@@ -213,7 +213,7 @@ def run_bench(dataset: str, *, methods: Sequence[str] | None = None, seeds: int 
             continue
         what = f"{method.name} (seed {seed})"
         status(what, "starting")
-        ctx = Context(seed_specs[seed], seed, out / "runs", plugins,
+        ctx = Context(seed_specs[seed], seed, out.resolve() / "runs", plugins,
                       stage=lambda stage, fraction, what=what: status(what, stage, fraction))
         _run_one(result, method, ctx)
         result.finished_runs += 1
