@@ -289,7 +289,8 @@ def _metric_plot(plt: Any, result: BenchResult, rows: dict[str, Any], target: st
     fig, ax = plt.subplots(figsize=(8.5, 0.36 * len(names) + 2.3))
     ys = np.arange(len(names))
     for i, (y, m, sd) in enumerate(zip(ys, means, stds, strict=True)):
-        colour = "tab:gray" if i in raw else "tab:blue"
+        below = floor is not None and _worse(m, floor["mean"], metric)
+        colour = "tab:red" if below else "tab:gray" if i in raw else "tab:blue"
         if lo <= m <= hi:
             if sd:
                 ax.errorbar(m, y, xerr=sd, fmt="none", ecolor="0.4", capsize=3, zorder=1)
@@ -301,6 +302,8 @@ def _metric_plot(plt: Any, result: BenchResult, rows: dict[str, Any], target: st
             ax.scatter([edge], [y], color=colour, marker=marker, zorder=2, clip_on=False)
             ax.annotate(f"{m:.3f} (off the axis)", (edge, y), fontsize=7,
                         xytext=(8 if m < lo else -80, -3), textcoords="offset points")
+    if floor and any(_worse(m, floor["mean"], metric) for m in means):
+        ax.scatter([], [], color="tab:red", label="below the trivial floor")
     if floor:
         f = floor["mean"]
         shown = lo <= f <= hi
