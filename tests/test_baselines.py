@@ -12,7 +12,6 @@ import scipy.sparse as sp
 from conftest import write_multiview
 from sklearn.decomposition import TruncatedSVD
 
-import mmfuse.baselines as baselines_module
 from mmfuse.baselines import (
     CONCAT,
     BaselineFeatures,
@@ -161,12 +160,14 @@ def test_truncated_svd_is_fit_on_the_train_rows_only(genes, monkeypatch):
     spec, data, _ = genes
     fitted: list = []
 
-    class SpySVD(baselines_module.TruncatedSVD):
+    import sklearn.decomposition
+
+    class SpySVD(sklearn.decomposition.TruncatedSVD):
         def fit(self, x, y=None):
             fitted.append(x)
             return super().fit(x, y)
 
-    monkeypatch.setattr(baselines_module, "TruncatedSVD", SpySVD)
+    monkeypatch.setattr(sklearn.decomposition, "TruncatedSVD", SpySVD)  # imported when used
     x = raw_features(spec, data, "net", "gene")
     z = reduce(x, TRAIN, dim=4)
     assert len(fitted) == 1 and sp.issparse(fitted[0])
