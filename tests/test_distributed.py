@@ -208,6 +208,7 @@ def test_two_processes_train_halves_survive_a_killed_rank_and_match_one_process(
         train(load_spec(spec), run, resume=True)  # one process cannot continue it
 
 
+@pytest.mark.slow  # ≈30 s: the README's conv + word2vec spec in two processes
 def test_readme_spec_trains_in_two_processes(tmp_path, capfd):
     spec = write_shop(tmp_path)
     sets = ["train.batch_size=8"]  # 4 steps over its 30 books (the primary) in one process
