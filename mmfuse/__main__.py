@@ -19,6 +19,9 @@ def _terminate(signum, frame) -> None:
 
 def main() -> None:
     signal.signal(signal.SIGTERM, _terminate)
+    if sys.argv[1:2] == ["train"]:  # before torch starts its threads (mmfuse.allocator)
+        from mmfuse.allocator import keep_freed_memory
+        keep_freed_memory()
     try:
         from mmfuse.cli import main as cli
     except (KeyboardInterrupt, Interrupted) as exc:

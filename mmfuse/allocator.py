@@ -8,7 +8,10 @@ step.  Measured with the published loop, that was half of its CPU time
 faster).  :func:`keep_freed_memory` makes the same setting from inside the process, so users
 need not know the tunable: large blocks come from the heap, and freed memory is kept for the
 next step instead of being returned (the process's resident memory stays at its peak, which
-a training reaches at every step anyway).  Elsewhere (musl, macOS, Windows) it does nothing;
+a training reaches at every step anyway).  Only a training of one process asks for it: with
+mmap off, a thread's own malloc arena cannot grow past 64 MiB, and a job of several
+processes has gloo's threads allocating beside the step (a rank aborted, now and then, in
+the two-process test).  Elsewhere (musl, macOS, Windows) it does nothing;
 ``MMFUSE_MALLOC=system`` (or any ``glibc.malloc`` setting in ``GLIBC_TUNABLES``) leaves the
 allocator as it is.
 """
@@ -23,7 +26,7 @@ import platform
 
 log = logging.getLogger(__name__)
 
-M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4  # glibc's malloc.h
+M_TRIM_THRESHOLD, M_MMAP_MAX, M_ARENA_MAX = -1, -4, -8  # glibc's malloc.h
 _done = False
 
 
@@ -41,7 +44,9 @@ def keep_freed_memory() -> bool:
         return False  # the user chose
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        ok = bool(libc.mallopt(M_MMAP_MAX, 0)) and bool(
+        # one arena, the main one, which grows without mmap (threads made from here on
+        # share it; a thread's own arena could not serve a block over 64 MiB)
+        ok = bool(libc.mallopt(M_ARENA_MAX, 1)) and bool(libc.mallopt(M_MMAP_MAX, 0)) and bool(
             libc.mallopt(M_TRIM_THRESHOLD, ctypes.c_int(2**31 - 1)))
     except (OSError, AttributeError):
         return False

@@ -240,7 +240,8 @@ class Trainer:
         of the current step (KeyboardInterrupt, :class:`~mmfuse.errors.Interrupted`), the
         last epoch's checkpoint intact (alone; in a job of several processes, the launcher
         stops them)."""
-        keep_freed_memory()  # no mmap / munmap of every step's activations (glibc)
+        if self.strategy.world_size == 1:  # see mmfuse.allocator: not beside gloo's threads
+            keep_freed_memory()  # no mmap / munmap of every step's activations (glibc)
         with deferred_signals(self.strategy.world_size == 1) as signals:
             self._fit(signals)
 
