@@ -160,3 +160,20 @@ def test_sparse_encoder_gradients_are_the_touched_rows_where_few_and_match_dense
         other.decode_at(other.encode(x), which, at).sum().backward()
         assert not other.first.weight.grad.is_sparse
         assert other.out.weight.grad.is_sparse == sparse_out
+
+
+def test_conv_channels_last_is_a_layout_not_another_model():
+    """The default NHWC layout computes what NCHW does (to float rounding), and the weights of
+    either load into the other."""
+    from mmfuse_encoders.conv import build_conv
+
+    torch.manual_seed(0)
+    nhwc = build_conv((3, 32, 32), 8)
+    nchw = build_conv((3, 32, 32), 8, channels_last=False)
+    nchw.load_state_dict(nhwc.state_dict())
+    assert nhwc.encoder[0].weight.is_contiguous(memory_format=torch.channels_last)
+    assert nchw.encoder[0].weight.is_contiguous()
+    x = torch.rand(5, 3, 32, 32)
+    torch.testing.assert_close(nhwc.encode(x), nchw.encode(x), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(nhwc.decode(nhwc.encode(x)), nchw.decode(nchw.encode(x)),
+                               rtol=1e-4, atol=1e-5)
