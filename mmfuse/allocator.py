@@ -51,5 +51,6 @@ def keep_freed_memory() -> bool:
     except (OSError, AttributeError):
         return False
     _done = ok
-    log.debug("glibc malloc: mmap_max 0, trim_threshold 2 GiB (%s)", "set" if ok else "refused")
+    log.debug("glibc malloc: arena_max 1, mmap_max 0, trim_threshold 2 GiB (%s)",
+              "set" if ok else "refused")
     return ok

@@ -132,8 +132,7 @@ def plugins_used(spec: Spec, plugins: Plugins) -> dict[str, dict[str, Any]]:
     named: list[tuple[str, str]] = [("readers", v.source.reader) for v in spec.views.values()]
     for v in spec.views.values():
         named += [("encoders", e.type) for e in (v.encoder, v.col_encoder) if e.type != "auto"]
-        lk = v.likelihood
-        named.append(("likelihoods", lk if isinstance(lk, str) else lk.type))
+        named.append(("likelihoods", v.likelihood.type))
     named += [("callbacks", c) for c in spec.train.callbacks]
     if spec.dataset is not None:
         named.append(("datasets", spec.dataset.name))

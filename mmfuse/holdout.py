@@ -325,8 +325,8 @@ def evaluate_view(view: str, spec: Any, matrix: Any, held: HeldCells, model: Any
         result = {name: value_metrics(y, p, metrics) for name, p in predictions.items()}
     if binary and matrix.sparse:
         ranked = _ranking(view, matrix, held, model, baselines, h.k, rng)
-        for name, metrics in ranked.items():
-            result[name].update(metrics)
+        for name, ranking in ranked.items():
+            result[name].update(ranking)
         info["ranked_rows"] = int(min(RANKED_ROWS, len(np.unique(held.rows))))
     return result, info
 

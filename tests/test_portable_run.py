@@ -133,21 +133,17 @@ def test_cli_embeds_raw_training_inputs_into_the_saved_embeddings(moved, tmp_pat
     run, raw = moved
     ids = tmp_path / "ids.txt"
     ids.write_text("".join(f"new,{i}\n" for i in range(N_BOOK)))  # a comma: quoted in CSV
+    data = ["--data", f"text={raw / 'docs.txt'}", "--data", f"lsa={raw / 'docs.txt'}",
+            "--data", f"facts={raw / 'facts.npy'}", "--data", f"ratings={raw / 'ratings_cols.npz'}"]
     out = tmp_path / "z.npy"
-    result = invoke("embed", run, "--entity", "book", "--out", out, "--ids", ids,
-                    "--data", f"text={raw / 'docs.txt'}", "--data", f"lsa={raw / 'docs.txt'}",
-                    "--data", f"facts={raw / 'facts.npy'}",
-                    "--data", f"ratings={raw / 'ratings_cols.npz'}")
+    result = invoke("embed", run, "--entity", "book", "--out", out, "--ids", ids, *data)
     assert result.exit_code == 0, result.output
     saved = np.load(run / "embeddings" / "book.npy")
     np.testing.assert_allclose(np.load(out), saved, atol=1e-5)
     assert out.with_suffix(".ids.txt").read_text().splitlines() == [
         f"new,{i}" for i in range(N_BOOK)]
     csv_out = tmp_path / "z.csv"
-    result = invoke("embed", run, "--entity", "book", "--out", csv_out, "--ids", ids,
-                    "--data", f"text={raw / 'docs.txt'}", "--data", f"lsa={raw / 'docs.txt'}",
-                    "--data", f"facts={raw / 'facts.npy'}",
-                    "--data", f"ratings={raw / 'ratings_cols.npz'}")
+    result = invoke("embed", run, "--entity", "book", "--out", csv_out, "--ids", ids, *data)
     assert result.exit_code == 0, result.output
     assert csv_out.read_text().splitlines()[1].startswith('"new,0",')
 

@@ -13,15 +13,11 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from mmfuse.bench.methods import all_methods
 from mmfuse.bench.packaged import datasets
 from mmfuse.cli.options import SetOpt
-from mmfuse.cli.render import console, err_console
+from mmfuse.cli.render import clock, console, err_console
 
 
-def _clock(seconds: float | None) -> str:
-    if seconds is None:
-        return "ETA …"
-    m, s = divmod(int(seconds + 0.5), 60)
-    h, m = divmod(m, 60)
-    return f"ETA ≈ {h}:{m:02d}:{s:02d}" if h else f"ETA ≈ {m}:{s:02d}"
+def _eta(seconds: float | None) -> str:
+    return "ETA …" if seconds is None else f"ETA ≈ {clock(seconds)}"
 
 
 def bench_command(
@@ -59,7 +55,7 @@ def bench_command(
     def on_progress(s: BenchStatus) -> None:
         last[:] = [s]
         progress.update(whole, completed=s.done + s.fraction, total=s.total,
-                        info=f"{s.done}/{s.total} runs  {_clock(s.eta_seconds)}")
+                        info=f"{s.done}/{s.total} runs  {_eta(s.eta_seconds)}")
         progress.update(row, description=s.row, completed=s.fraction, info=s.stage)
 
     try:

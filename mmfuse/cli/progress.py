@@ -14,19 +14,12 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from mmfuse.cli.render import err_console
+from mmfuse.cli.render import clock, err_console
 from mmfuse.plugin_api import Callback
 
 
 def format_terms(terms: Mapping[str, float]) -> str:
     return "  ".join(f"{k} {v:.4g}" for k, v in terms.items())
-
-
-def _clock(seconds: float) -> str:
-    """``1:02:03`` / ``4:05`` for a duration."""
-    minutes, secs = divmod(max(int(seconds), 0), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
 class ProgressBar(Callback):
@@ -67,7 +60,7 @@ class ProgressBar(Callback):
         left = ((self.total_epochs - trainer.epoch) * batcher.steps_per_epoch() - step) * per_step
         self.progress.update(self.task, completed=step,
                              terms=f"loss {terms['loss']:.4g}  {rate:,.0f} {unit}/s  "
-                                   f"run left ≈{_clock(left)}")
+                                   f"run left ≈{clock(left)}")
 
     def on_epoch_end(self, trainer, epoch, metrics) -> None:
         note = "  (converged)" if trainer.converged else ""

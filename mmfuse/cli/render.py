@@ -18,6 +18,13 @@ SHOWN = ("accuracy", "macro_f1", "f1_class_0", "f1_class_1", "roc_auc", "auprc",
          "auprc_micro", "auprc_macro", "r2", "mse")
 
 
+def clock(seconds: float) -> str:
+    """A duration as ``1:02:03`` or ``4:05`` (rounded to the second; never negative)."""
+    minutes, secs = divmod(max(int(seconds + 0.5), 0), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
 def _feature_rows(r: Mapping[str, Any]) -> list[tuple[str, Mapping[str, float]]]:
     """(label, metrics) of the learnt representation, the floor, and each baseline."""
     rows = [("learnt", r["metrics"]), ("trivial floor", r["floor"])]

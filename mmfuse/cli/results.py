@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import numpy as np
 import typer
@@ -23,14 +23,6 @@ def evaluate_command(run_path: RunArg) -> None:
     result = evaluate_run(run)
     console.print(evaluation_table(result))
     console.print(f"wrote {run.evaluation_file}", highlight=False)
-
-
-def load_new_data(view: str, path: Path) -> Any:
-    """The new instances of ``--data VIEW=FILE`` as an array
-    (:func:`mmfuse.inputs.load_new_data`)."""
-    from mmfuse.inputs import load_new_data as load
-
-    return load(view, path)
 
 
 def _parse_data(items: list[str]) -> dict[str, Path]:
