@@ -76,6 +76,15 @@ def union(ids: np.ndarray, n: int) -> np.ndarray:
     return np.flatnonzero(mark)
 
 
+def negative_rate(spec: Spec, view: str) -> float:
+    """Unobserved cells a sparse view's step scores per observed cell (``negatives``;
+    default 1 for bernoulli views, else 0)."""
+    rate = spec.views[view].negatives
+    if rate is None:
+        rate = 1.0 if spec.views[view].likelihood.type == "bernoulli" else 0.0
+    return float(rate)
+
+
 def default_primary(spec: Spec, data: Data, batch_sizes: dict[str, int]) -> str:
     """What an epoch runs over by default.
 
@@ -125,10 +134,7 @@ class Batcher:
                     self.blocked[v] = 0 if vspec.rows == self.primary else 1
 
     def _negative_rate(self, view: str) -> float:
-        rate = self.spec.views[view].negatives
-        if rate is None:
-            rate = 1.0 if self.spec.views[view].likelihood.type == "bernoulli" else 0.0
-        return float(rate)
+        return negative_rate(self.spec, view)
 
     # ------------------------------------------------------------------ sizes
 

@@ -12,7 +12,7 @@ import networkx as nx
 import numpy as np
 import torch
 
-from mmfuse.batching import Batcher
+from mmfuse.batching import Batcher, negative_rate
 from mmfuse.checks import check
 from mmfuse.data import Data, MatrixData
 from mmfuse.errors import MmfuseError, SpecError, SpecIssue, describe
@@ -119,6 +119,8 @@ def make_model(spec: Spec, plugins: Plugins, graph: nx.MultiDiGraph, data: Data,
             dim=spec.model.dim)
         if start_intercepts:
             init_factor_bias(model, data)
+            if plan.scale_free:
+                init_null_deviance(model, spec, data)
     return plan, model
 
 
@@ -240,13 +242,13 @@ def build_codecs(spec: Spec, plan: Plan, plugins: Plugins, sizes: dict[str, int]
             vspec = spec.views[view]
             if role == "tensor":
                 width = d if plan.decode_from[view] == "fused" else k
-                module = make(key, vspec.encoder, width, plan.term(view, role))
+                module = make(key, vspec.encoder, width, plan.decodes(key))
             elif role == "col" and plan.column_mode[view] == "embedding":
                 width, module = k, free_table(sizes[ename], k)
             else:
                 width = k
                 enc = vspec.col_encoder if role == "col" else vspec.encoder
-                module = make(key, enc, k, plan.term(view, role))
+                module = make(key, enc, k, plan.decodes(key))
             if module is not None:
                 codecs.views[f"{view}:{role}"] = module
                 codecs.widths[key] = width
@@ -268,6 +270,34 @@ def init_factor_bias(model: FusionModel, data: Data) -> None:
             if inverse is not None:
                 mean = data.views[view].observed_mean()  # type: ignore[union-attr]
                 bias.fill_(float(inverse(mean)))
+
+
+#: Cells of each view drawn to measure its null deviance (``model.scale_free``).
+NULL_SAMPLE = 200_000
+
+
+def init_null_deviance(model: FusionModel, spec: Spec, data: Data) -> None:
+    """Each view's null deviance (``model.scale_free``): its likelihood's loss of predicting
+    the mean of the cells its terms score (a sparse view's sampled negatives among them, as
+    zeros), from a seeded sample; the view's terms are divided by it."""
+    rng = np.random.default_rng(spec.seed)
+    with torch.no_grad():
+        for view, i in model.view_index.items():
+            store = data.views[view]
+            values = np.asarray(store.value_sample(NULL_SAMPLE, rng), dtype=np.float64)
+            if isinstance(store, MatrixData) and store.sparse:
+                values = np.concatenate([values, np.zeros(int(negative_rate(spec, view)
+                                                              * len(values)))])
+            measure = getattr(model.likelihoods[view], "null_deviance", None)
+            null = float(measure(values)) if measure is not None and values.size else 1.0
+            if measure is None:
+                log.warning("view %r: likelihood %r has no null_deviance: its terms are not "
+                            "rescaled (model.scale_free)", view, spec.views[view].likelihood.type)
+            elif not np.isfinite(null) or null <= 1e-12:
+                log.warning("view %r: its cells hardly vary (null deviance %.3g): its terms "
+                            "are not rescaled (model.scale_free)", view, null)
+                null = 1.0
+            model.null_deviance[i] = null
 
 
 def describe_model(built: Built) -> str:

@@ -182,6 +182,16 @@ class MatrixData:
             count += values.size if mask is None else int(mask.sum())
         return total / max(count, 1.0)
 
+    def value_sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        """Up to about ``n`` observed cells' values, drawn at random (after scaling)."""
+        if self.sparse:
+            data = self.csr.data
+            return data if len(data) <= n else data[rng.choice(len(data), n, replace=False)]
+        rows = min(self.shape[0], max(1, -(-n // max(self.shape[1], 1))))
+        idx = np.sort(rng.choice(self.shape[0], rows, replace=False))
+        values, mask = self._take(0, idx)
+        return values.ravel() if mask is None else values[mask]
+
     def column_counts(self) -> np.ndarray:
         """Observed cells per column (dense: one pass, made once; scaling does not change it)."""
         if self.sparse:
@@ -369,6 +379,14 @@ class TensorData:
     def take(self, idx: np.ndarray) -> np.ndarray:
         sorted_idx, inverse = sorted_order(idx)
         return np.asarray(self._array[sorted_idx])[inverse]
+
+    def value_sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        """Every value of a few random instances (about ``n`` in all), as the model sees
+        them (uint8 scaled to [0, 1])."""
+        per = int(np.prod(self.shape[1:], dtype=np.int64)) or 1
+        count = min(self.shape[0], max(1, -(-n // per)))
+        values = self.take(np.sort(rng.choice(self.shape[0], count, replace=False))).ravel()
+        return values / 255.0 if values.dtype == np.uint8 else values.astype(np.float64)
 
 
 @dataclass
@@ -583,7 +601,7 @@ def load_data(spec: Spec, plugins: Plugins) -> Data:
             views[vname] = MatrixData(read.data, read.mask, zero_missing=v.missing == "zero")
             if read.mask is None and v.missing != "zero" and not views[vname].sparse:
                 _warn_if_mostly_zero(vname, views[vname])
-            if v.scale == "standard" and not issues:
+            if spec.scale_of(vname, views[vname].sparse) == "standard" and not issues:
                 views[vname].standardize()
     issues += target_issues(spec, sizes)
     if issues:
@@ -678,7 +696,8 @@ def _check_values(spec: Spec, vname: str, read: ViewArray, where: str) -> list[S
                                  "`missing: forbid` says "
                                  "no cell may be missing; fill them in, or drop `missing: "
                                  "forbid` (NaN cells are then missing)"))
-    if largest > LARGE_VALUE and not (v.scale == "standard" and not v.is_tensor):
+    if largest > LARGE_VALUE and not (spec.scale_of(vname, sp.issparse(read.data)) == "standard"
+                                      and not v.is_tensor):
         fix = ("rescale the file (e.g. to [0, 1])" if v.is_tensor else
                "set `scale: standard` on the view (each column to mean 0, std 1) or rescale "
                "the file")

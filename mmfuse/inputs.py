@@ -108,8 +108,9 @@ def describe_inputs(spec: Spec, data: Data, plugins: Plugins
     arrays: dict[str, dict[str, np.ndarray]] = {}
     for name, store in data.views.items():
         v = spec.views[name]
+        scaled = getattr(store, "center", None) is not None  # `scale: auto` resolved
         entry: dict[str, Any] = {"shape": list(store.shape), "missing": v.missing,
-                                 "scale": v.scale}
+                                 "scale": "standard" if scaled else "none"}
         own: dict[str, np.ndarray] = {}
         if isinstance(store, MatrixData):
             entry.update(kind="matrix", sparse=bool(store.sparse),

@@ -21,7 +21,6 @@ spec or the plugins.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
 
 import networkx as nx
 import torch
@@ -29,6 +28,7 @@ from torch import nn
 
 from mmfuse.errors import SpecError
 from mmfuse.graph import sides_of
+from mmfuse.presets import PRESETS, Preset
 from mmfuse.spec import Spec
 
 Key = tuple[str, str]  # (view, role) with role in row | col | tensor
@@ -38,29 +38,8 @@ Key = tuple[str, str]  # (view, role) with role in row | col | tensor
 WIDE = 20_000
 
 
-@dataclass(frozen=True)
-class Preset:
-    """A named set of switches on the one model."""
-
-    name: str
-    codes: Literal["view", "entity", "free"]  # per-view encoders | one AE per entity | tables
-    row: bool
-    col: bool
-    factor: bool
-    tensor: bool
-    decode_from: Literal["code", "fused"]
-
-
-PRESETS: dict[str, Preset] = {p.name: p for p in (
-    Preset("mmeda2", "view", row=True, col=True, factor=True, tensor=True, decode_from="code"),
-    Preset("mmeda1", "view", row=False, col=False, factor=True, tensor=True,
-           decode_from="fused"),
-    Preset("dcmf", "entity", row=True, col=True, factor=True, tensor=False, decode_from="code"),
-    Preset("cmf", "free", row=False, col=False, factor=True, tensor=False, decode_from="code"),
-)}
-
 #: Every loss term a view can have (matrix: row, col, factor; tensor: tensor).
-TERMS = ("row", "col", "factor", "tensor")
+TERMS = ("row", "col", "factor", "tensor", "cross")
 
 
 @dataclass
@@ -109,6 +88,8 @@ class Plan:
     sparse_views: frozenset[str] = frozenset()  # matrix views stored as sparse cells
     sparse: frozenset[Key] = frozenset()  # sides whose encoder takes sparse rows
     notes: tuple[str, ...] = ()  # what the plan changed from the spec, and why
+    view_dropout: float = 0.0  # share of an instance's views dropped before fusion (training)
+    scale_free: bool = False  # each view's terms divided by its null deviance
 
     def inputs(self) -> set[Key]:
         """The sides whose data a batch must carry."""
@@ -119,6 +100,17 @@ class Plan:
 
     def term(self, view: str, role: str) -> bool:
         return self.terms[view].get(role, False)
+
+    def cross(self, key: Key) -> bool:
+        """Side ``key`` is also decoded from its entity's fused z — where z fuses two codes
+        or more (else z is that code, near enough), and not for a tensor decoded from z
+        anyway (``decode_from: fused``)."""
+        return (self.term(key[0], "cross") and self.decode_from.get(key[0], "code") == "code"
+                and any(key in keys and len(keys) > 1 for keys in self.codes.values()))
+
+    def decodes(self, key: Key) -> bool:
+        """Side ``key`` needs a decoder: its own term or its cross term is on."""
+        return self.term(*key) or self.cross(key)
 
 
 def make_plan(spec: Spec, graph: nx.MultiDiGraph, shapes: dict[str, tuple[int, ...]],
@@ -134,8 +126,9 @@ def make_plan(spec: Spec, graph: nx.MultiDiGraph, shapes: dict[str, tuple[int, .
     for vname, v in spec.views.items():
         shape = shapes[vname]
         view_terms = v.terms.model_dump()
-        own = ("tensor",) if v.is_tensor else ("row",) if v.features else ("row", "col", "factor")
-        # a feature view's only term is its rows' reconstruction: on unless switched off
+        own = (("tensor",) if v.is_tensor else ("row",) if v.features
+               else ("row", "col", "factor")) + ("cross",)
+        # a feature view's own term is its rows' reconstruction: on unless switched off
         default = {"row": True} if v.features else {}
         terms[vname] = {t: next(x for x in (view_terms[t], model_terms[t],
                                             default.get(t, getattr(preset, t)))
@@ -185,11 +178,22 @@ def make_plan(spec: Spec, graph: nx.MultiDiGraph, shapes: dict[str, tuple[int, .
         if not keys and preset.codes != "free":
             msg = "gets no code from any view (its only views have `columns: none`)"
             issues.append(spec.issue(("entities", ename), msg))
+    k = spec.model.code_dim or spec.model.dim
+    crossing = [v for v in terms if terms[v]["cross"] and decode_from.get(v, "code") == "code"]
+    if crossing and k != spec.model.dim and preset.codes == "view":
+        msg = (f"cross terms (on for {', '.join(crossing)}) decode the fused representation "
+               f"(dim {spec.model.dim}) through each view's decoder, which takes its "
+               f"{k}-wide code: set code_dim equal to dim, or `terms: {{cross: false}}`")
+        issues.append(spec.issue(("model", "code_dim"), msg))
     if issues:
         raise SpecError(issues)
     factors = [v for v in column_mode if terms[v].get("factor", False)]
+    dropout = spec.model.view_dropout
+    scale_free = spec.model.scale_free
     return Plan(preset, terms, decode_from, codes, factors, in_shapes, column_mode,
-                frozenset(sparse_views), frozenset(), tuple(notes))
+                frozenset(sparse_views), frozenset(), tuple(notes),
+                view_dropout=preset.view_dropout if dropout is None else dropout,
+                scale_free=preset.scale_free if scale_free is None else scale_free)
 
 
 def mlp(widths: list[int]) -> nn.Sequential:
@@ -249,6 +253,10 @@ class FusionModel(nn.Module):
         self.factor_bias = nn.ParameterDict(
             {v: nn.Parameter(torch.zeros(())) for v in plan.factors})
         self.fusion = nn.ModuleDict(codecs.fusion)
+        self.owner = {key: e for e, keys in plan.codes.items() for key in keys}
+        if plan.scale_free:  # each view's null deviance (set from the data by the builder)
+            self.view_index = {v: i for i, v in enumerate(weights)}
+            self.register_buffer("null_deviance", torch.ones(len(self.view_index)))
 
     def sparse_parameters(self) -> list[nn.Parameter]:
         """Parameters with sparse gradients (free tables), for an optimiser of their own."""
@@ -256,6 +264,28 @@ class FusionModel(nn.Module):
                 if isinstance(m, nn.Embedding | nn.EmbeddingBag) and m.sparse]
 
     # ------------------------------------------------------------------ encoding
+
+    def _kept(self, ename: str, codes: dict[Key, torch.Tensor], without: frozenset[str]
+              ) -> dict[Key, torch.Tensor]:
+        """The codes with the views in ``without`` zeroed, and, in training, each instance's
+        views dropped at the plan's rate (``view_dropout``; at least one view kept)."""
+        views = list(dict.fromkeys(view for view, _ in codes))
+        rate = self.plan.view_dropout if self.training else 0.0
+        if len(views) < 2 or (rate == 0 and not without):
+            return codes
+        b = next(iter(codes.values())).shape[0]
+        device = next(iter(codes.values())).device
+        keep = torch.ones(b, len(views), dtype=torch.bool, device=device)
+        if rate > 0:
+            keep = torch.rand(b, len(views), device=device) >= rate
+            none = ~keep.any(dim=1)  # every view dropped: keep one at random
+            pick = torch.randint(len(views), (b,), device=device)
+            keep[none, pick[none]] = True
+        for j, view in enumerate(views):
+            if view in without:
+                keep[:, j] = False
+        at = {view: j for j, view in enumerate(views)}
+        return {key: h * keep[:, at[key[0]], None].to(h.dtype) for key, h in codes.items()}
 
     def codes(self, batch: Batch, ename: str) -> dict[Key, torch.Tensor]:
         out = {}
@@ -267,8 +297,11 @@ class FusionModel(nn.Module):
                 out[key] = codec.encode(batch.sides[key])  # (b, k)
         return out
 
-    def encode(self, batch: Batch) -> tuple[dict[str, torch.Tensor], dict[Key, torch.Tensor]]:
-        """Representations ``z_e`` (b_e, d) of every entity in the batch, and the view codes."""
+    def encode(self, batch: Batch, without: frozenset[str] = frozenset()
+               ) -> tuple[dict[str, torch.Tensor], dict[Key, torch.Tensor]]:
+        """Representations ``z_e`` (b_e, d) of every entity in the batch, and the view codes
+        (as encoded: a view's own reconstruction never sees its dropout).  ``without``:
+        views whose codes are left out of every fusion (zeroed; an instance without them)."""
         zs: dict[str, torch.Tensor] = {}
         codes: dict[Key, torch.Tensor] = {}
         for ename in batch.idx:
@@ -280,13 +313,29 @@ class FusionModel(nn.Module):
             else:
                 c = self.codes(batch, ename)
                 codes.update(c)
-                zs[ename] = self.fusion[ename](torch.cat(list(c.values()), dim=1))
+                kept = self._kept(ename, c, without)
+                zs[ename] = self.fusion[ename](torch.cat(list(kept.values()), dim=1))
         return zs, codes
 
     # ------------------------------------------------------------------ loss
 
     def _nll(self, view: str, pred, target, mask=None) -> torch.Tensor:
-        return self.weights[view] * self.likelihoods[view].loss(pred, target, mask)
+        loss = self.weights[view] * self.likelihoods[view].loss(pred, target, mask)
+        if self.plan.scale_free:
+            loss = loss / self.null_deviance[self.view_index[view]]
+        return loss
+
+    def _reconstruction(self, batch: Batch, key: Key, codec, h) -> torch.Tensor | None:
+        """The loss of side ``key`` decoded from ``h`` (its code, or its entity's z)."""
+        view, role = key
+        if key in self.plan.sparse:
+            return self._at_cells(batch, key, codec, h)
+        if role == "col" and self.plan.column_mode[view] == "sketch":
+            loss = self.weights[view] * nn.functional.mse_loss(codec.decode(h), batch.sides[key])
+            if self.plan.scale_free:
+                loss = loss / self.null_deviance[self.view_index[view]]
+            return loss
+        return self._nll(view, codec.decode(h), batch.sides[key], batch.masks.get(key))
 
     def _at_cells(self, batch: Batch, key: Key, codec, h) -> torch.Tensor | None:
         """A sparse side's reconstruction scored at its view's cells in the batch."""
@@ -308,22 +357,16 @@ class FusionModel(nn.Module):
         for key, h in codes.items():
             view, role = key
             codec = self.codecs[f"{view}:{role}"]
-            if not plan.term(view, role) or isinstance(codec, nn.Embedding):
+            if isinstance(codec, nn.Embedding):
                 continue
-            if role == "tensor" and plan.decode_from[view] == "fused":
-                ename = next(e for e, ks in plan.codes.items() if key in ks)
-                h = zs[ename]
-            name = f"{view}.{role}"
-            if key in plan.sparse:
-                term = self._at_cells(batch, key, codec, h)
+            fused = role == "tensor" and plan.decode_from[view] == "fused"
+            sources = [(f"{view}.{role}", zs[self.owner[key]] if fused else h, plan.term(*key)),
+                       (f"{view}.{role}.fused", zs[self.owner[key]],
+                        plan.cross(key))]
+            for name, source, on in sources:
+                term = self._reconstruction(batch, key, codec, source) if on else None
                 if term is not None:
                     terms[name] = term
-            elif role == "col" and plan.column_mode[view] == "sketch":
-                terms[name] = self.weights[view] * nn.functional.mse_loss(
-                    codec.decode(h), batch.sides[key])
-            else:
-                terms[name] = self._nll(view, codec.decode(h), batch.sides[key],
-                                        batch.masks.get(key))
         for ename, codec in self.entity_codecs.items():
             keys = [k for k in plan.codes[ename] if plan.term(*k)]
             if ename not in zs or not keys:

@@ -332,6 +332,9 @@ class Likelihood(Protocol):
 
     # Optional: ``inverse_link(mean: float) -> float``, the natural parameter of a data-scale
     # mean; mmfuse starts each factor term's intercept there.
+    # Optional: ``null_deviance(values: np.ndarray) -> float``, the loss (less that of a
+    # perfect fit) of predicting the mean of ``values`` (a sample of the cells a view's terms
+    # score); ``model.scale_free`` divides the view's terms by it, so they start near 1.
 
 
 @runtime_checkable

@@ -345,15 +345,17 @@ class Trainer:
 
 
 @torch.no_grad()
-def embed_all(built: Built, entity: str, chunk: int = 64) -> np.ndarray:
+def embed_all(built: Built, entity: str, chunk: int = 64,
+              without: frozenset[str] = frozenset()) -> np.ndarray:
     """``z`` of every instance of ``entity`` (n, d), in instance order, ``chunk`` at a time
     (64: at 3×224×224 covers a chunk of 256 took twice as long — its activations, 0.8 GB,
-    leave the caches — and at 64×64 the two are level)."""
+    leave the caches — and at 64×64 the two are level).  ``without``: views left out of
+    the fusion (their codes zeroed: the view-ablation of :mod:`mmfuse.evaluate`)."""
     model = built.model
     model.eval()
     parts = []
     for batch in built.batcher.chunks(entity, chunk):
-        zs, _ = model.encode(batch)
+        zs, _ = model.encode(batch, without=frozenset(without))
         parts.append(zs[entity].float().cpu().numpy())
     z = np.concatenate(parts, axis=0).astype(np.float32)
     if not np.isfinite(z).all():

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -24,6 +25,20 @@ def masked_mean(cells: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         return cells.mean()
     mask = mask.to(cells.dtype)
     return (cells * mask).sum() / mask.sum().clamp_min(1.0)
+
+
+def _entropy_against(y: np.ndarray, p) -> np.ndarray:
+    """−y log p − (1 − y) log(1 − p), with 0 log 0 = 0."""
+    p = np.clip(p, 1e-12, 1 - 1e-12)
+    return -(y * np.log(p) + (1 - y) * np.log1p(-p))
+
+
+def poisson_null_deviance(values: np.ndarray) -> float:
+    """Half the Poisson deviance per cell of predicting the mean: mean(y log(y/μ) − (y − μ))."""
+    y = np.maximum(np.asarray(values, dtype=np.float64), 0.0)
+    mu = max(float(y.mean()), 1e-12) if y.size else 1.0
+    ratio = np.where(y > 0, y / mu, 1.0)
+    return float(np.mean(y * np.log(ratio) - (y - mu)))
 
 
 class Gaussian(nn.Module):
@@ -54,6 +69,10 @@ class Gaussian(nn.Module):
     def inverse_link(self, mean: float) -> float:
         return mean
 
+    def null_deviance(self, values: np.ndarray) -> float:
+        """The variance (with a learnt noise scale the loss is scale-free already: 1)."""
+        return 1.0 if self.log_scale is not None else float(np.var(values, dtype=np.float64))
+
     def learnt(self) -> dict[str, float]:
         """The learnt parameters, in data units."""
         if self.log_scale is None:
@@ -72,6 +91,12 @@ class Bernoulli(nn.Module):
 
     def link(self, pred):
         return torch.sigmoid(pred)
+
+    def null_deviance(self, values: np.ndarray) -> float:
+        """Cross-entropy of the mean less the targets' own entropy."""
+        y = np.clip(np.asarray(values, dtype=np.float64), 0.0, 1.0)
+        p = min(max(float(y.mean()), 1e-6), 1 - 1e-6) if y.size else 0.5
+        return float(np.mean(_entropy_against(y, p) - _entropy_against(y, y)))
 
     def inverse_link(self, mean: float) -> float:
         p = min(max(mean, 1e-6), 1 - 1e-6)
@@ -92,6 +117,9 @@ class Poisson(nn.Module):
 
     def inverse_link(self, mean: float) -> float:
         return math.log(max(mean, 1e-6))
+
+    def null_deviance(self, values: np.ndarray) -> float:
+        return poisson_null_deviance(values)
 
 
 class NegativeBinomial(nn.Module):
@@ -124,6 +152,9 @@ class NegativeBinomial(nn.Module):
 
     def inverse_link(self, mean: float) -> float:
         return math.log(max(mean, 1e-6))
+
+    def null_deviance(self, values: np.ndarray) -> float:
+        return poisson_null_deviance(values)
 
     def learnt(self) -> dict[str, float]:
         return {"dispersion": float(self.log_r.detach().exp())} if isinstance(

@@ -1,0 +1,43 @@
+"""The presets: named sets of switches on the one model (:mod:`mmfuse.model`), torch-free so
+that the spec checks and the data loading can read them.
+
+``mmfuse`` is mmfuse's own recipe (the default for new specs); the other four reproduce the
+paper's models and Deep Collective Matrix Factorization.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named set of switches on the one model."""
+
+    name: str
+    codes: Literal["view", "entity", "free"]  # per-view encoders | one AE per entity | tables
+    row: bool
+    col: bool
+    factor: bool
+    tensor: bool
+    decode_from: Literal["code", "fused"]
+    #: every side also decoded from its entity's fused representation (``view.role.fused``)
+    cross: bool = False
+    #: share of an instance's view codes dropped (zeroed) before fusion, per training step
+    view_dropout: float = 0.0
+    #: each view's terms divided by its null deviance (the loss of predicting its mean)
+    scale_free: bool = False
+    #: ``scale: auto`` of a dense gaussian matrix view
+    scale: Literal["none", "standard"] = "none"
+
+
+PRESETS: dict[str, Preset] = {p.name: p for p in (
+    Preset("mmfuse", "view", row=True, col=True, factor=True, tensor=True, decode_from="code",
+           cross=True, view_dropout=0.25, scale_free=True, scale="standard"),
+    Preset("mmeda2", "view", row=True, col=True, factor=True, tensor=True, decode_from="code"),
+    Preset("mmeda1", "view", row=False, col=False, factor=True, tensor=True,
+           decode_from="fused"),
+    Preset("dcmf", "entity", row=True, col=True, factor=True, tensor=False, decode_from="code"),
+    Preset("cmf", "free", row=False, col=False, factor=True, tensor=False, decode_from="code"),
+)}
