@@ -107,6 +107,10 @@ class TermsSpec(_Model):
     col: bool | None = Field(None, description="column autoencoder reconstruction X2'")
     factor: bool | None = Field(None, description="factor reconstruction link(z_r · z_cᵀ)")
     tensor: bool | None = Field(None, description="tensor autoencoder reconstruction T'")
+    cross: bool | None = Field(
+        None, description="every side of the view also decoded from its entity's fused "
+        "representation z, through the side's own decoder (`VIEW.ROLE.fused`): the fusion "
+        "must carry what each view says, and under view dropout predict it from the others")
 
 
 class ViewSpec(_Model):
@@ -137,9 +141,10 @@ class ViewSpec(_Model):
         "nan", description="nan: NaN cells are missing; forbid: NaN is an error; zero: NaN "
         "and 0 cells are missing (a dense ratings matrix with 0 for 'not rated'; a sparse "
         "one's stored zeros are dropped)")
-    scale: Literal["none", "standard"] = Field(
-        "none", description="matrix views: standard scales each column to mean 0, std 1 over "
-        "its observed cells (views on very different scales then weigh alike in the loss)")
+    scale: Literal["auto", "none", "standard"] = Field(
+        "auto", description="matrix views: standard scales each column to mean 0, std 1 over "
+        "its observed cells (views on very different scales then weigh alike in the loss); "
+        "auto: standard for a dense gaussian view under the mmfuse preset, else none")
     decode_from: Literal["code", "fused"] | None = Field(
         None, description="tensor views: decode from own code (MMEDA-II) or fused z (MMEDA-I)"
     )
@@ -179,7 +184,10 @@ class ViewSpec(_Model):
 
 
 class ModelSpec(_Model):
-    preset: Literal["mmeda2", "mmeda1", "dcmf", "cmf"] = Field("mmeda2")
+    preset: Literal["mmfuse", "mmeda2", "mmeda1", "dcmf", "cmf"] = Field(
+        "mmeda2", description="mmfuse: mmfuse's own recipe (scale-free terms, cross-view "
+        "decoding, view dropout); mmeda2, mmeda1: the paper's models; dcmf: Deep Collective "
+        "Matrix Factorization; cmf: free factors")
     dim: int = Field(50, gt=0, description="width d of every entity representation")
     code_dim: int | None = Field(None, gt=0, description="width of each view code (default d)")
     fusion_hidden: list[Annotated[int, Field(gt=0)]] = Field(
@@ -190,6 +198,14 @@ class ModelSpec(_Model):
         description="preset dcmf: the per-entity autoencoder",
     )
     terms: TermsSpec = Field(default_factory=TermsSpec)
+    view_dropout: float | None = Field(
+        None, ge=0, lt=1, description="share of an instance's views whose codes are dropped "
+        "before fusion at each training step (at least one is kept), so the representation "
+        "learns to stand without any one view; null: the preset's (mmfuse 0.25, others 0)")
+    scale_free: bool | None = Field(
+        None, description="divide each view's loss terms by the view's null deviance (the "
+        "loss of predicting its mean: the variance for gaussian), so every term starts near "
+        "1 whatever the view's units and the weights mean what they say; null: the preset's")
 
 
 class OptimizerSpec(_Model):
@@ -233,6 +249,13 @@ class TrainSpec(_Model):
     callbacks: list[str] = Field(default_factory=list)
 
 
+def _repeats_can_vary(value: int, info: ValidationInfo) -> int:
+    if value > 1 and info.data.get("method") == "position":
+        raise ValueError(f"repeats: {value} with `method: position`: a position split is the "
+                         "same whatever its seed; use method random or stratified, or repeats: 1")
+    return value
+
+
 class SplitSpec(_Model):
     """How instances with a target value are split into train and test."""
 
@@ -242,6 +265,10 @@ class SplitSpec(_Model):
         None, description="random | stratified (class proportions kept; multilabel: "
         "by each instance's rarest label) | position (the last instances are the test split); "
         "default: stratified for classification and multilabel targets, random for regression")
+    repeats: Annotated[int, Field(ge=1), AfterValidator(_repeats_can_vary)] = Field(
+        1, description="splits every target is scored on (split r seeded seed + r): the "
+        "evaluation gives each metric's mean over them, and with 2 or more its sample std "
+        "(`metrics_std`, `floor_std`, `baselines_std`); not with method position")
 
 
 #: Which probe does which task.
@@ -299,6 +326,11 @@ class EvaluateSpec(_Model):
     baseline_dim: int = Field(
         50, gt=0, description="baseline features wider than this are reduced by a PCA fit on "
         "the train split")
+    ablation: bool = Field(
+        True, description="per target whose entity gets codes from two or more views, the "
+        "embedding recomputed without each view (its codes zeroed in the fusion) and probed "
+        "again, beside the raw baseline of the other views unless baselines is none "
+        "(`targets.T.ablation`)")
 
     @model_validator(mode="after")
     def _something_to_evaluate(self) -> EvaluateSpec:
@@ -352,6 +384,18 @@ class Spec(_Model):
         """``path`` as a message shows it: relative to the spec's folder when it lies
         there (``m.npy``), else as it is."""
         return _relative(str(path), str(self.base_dir or ""))
+
+    def scale_of(self, view: str, sparse: bool) -> Literal["none", "standard"]:
+        """The view's ``scale`` with ``auto`` resolved: standard for a dense gaussian matrix
+        view under a preset that standardises (mmfuse), else none."""
+        from mmfuse.presets import PRESETS
+
+        v = self.views[view]
+        if v.scale != "auto":
+            return v.scale
+        standard = (PRESETS[self.model.preset].scale == "standard" and not v.is_tensor
+                    and not sparse and v.likelihood.type == "gaussian")
+        return "standard" if standard else "none"
 
     def dump(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
