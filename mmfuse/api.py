@@ -226,22 +226,26 @@ def _train(spec: Spec, run: RunDir, resume: bool, callbacks: Sequence[Callback],
         for view, cells in built.data.held.items():
             run.write_holdout(view, cells)
         if evaluate and spec.evaluate is not None:
-            evaluation = evaluate_run(run, spec, built.data)
+            evaluation = evaluate_run(run, spec, built.data, built)
         run.write_manifest(_manifest(built, trainer, started, "done", plugins))
     strategy.barrier()  # the others wait for rank 0's run folder
     return TrainResult(run, built, trainer, evaluation)
 
 
-def evaluate_run(run: RunDir, spec: Spec | None = None, data: Data | None = None
-                 ) -> dict[str, Any]:
+def evaluate_run(run: RunDir, spec: Spec | None = None, data: Data | None = None,
+                 built: Built | None = None) -> dict[str, Any]:
     """Probe the run's embeddings on the spec's targets (beside the floor and raw-view
-    baselines, read from ``data`` or loaded); writes ``evaluation.json``."""
+    baselines, read from ``data`` or loaded); with the trained model ``built``, the view
+    ablation too (``evaluate.ablation``); writes ``evaluation.json``."""
+    from mmfuse.evaluate import Ablation
+
     spec = spec or run.read_spec()
     entities = {t.entity for t in spec.evaluate.targets.values()} if spec.evaluate else set()
     embeddings = {e: run.read_embeddings(e)[0] for e in entities}
     if spec.evaluate is not None and spec.evaluate.holdout is not None and data is None:
         data = load_data(spec, get_plugins())  # the same split: it is seeded
-    result = evaluate_embeddings(spec, embeddings, data=data)
+    ablation = Ablation.of(built) if built is not None else None
+    result = evaluate_embeddings(spec, embeddings, data=data, ablation=ablation)
     if spec.evaluate is not None and spec.evaluate.holdout is not None:
         result.update(evaluate_holdout(spec, data, CellModel.from_run(run, data, spec)))
     run.write_evaluation(result)

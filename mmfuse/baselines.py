@@ -180,20 +180,34 @@ class BaselineFeatures:
         (``concat`` — or the one view — reduced to ``dim`` by PCA fit on ``train``, indices
         into the kept rows).  Sparse data is always reduced, by a truncated SVD (no probe
         standardises a sparse matrix).  ``info``: ``width``, ``dim``, ``pca`` (reduced at
-        all), ``reduction`` (``pca``, ``truncated_svd`` or ``none``), ``sides`` or ``views``."""
-        key = (name, *views, entity, _digest(keep, train))
-        if key not in self._reduced:
-            if name in (CONCAT, PCA_NAME) and len(views) > 1:
-                x = block_scaled([self.raw(v, entity)[keep] for v in views], train)
-                info: dict[str, Any] = {"views": list(views)}
-            else:
-                view = views[0] if name == PCA_NAME else name
-                x = self.raw(view, entity)[keep]
-                info = {"sides": sides(self.spec, view, entity)}
-            shrink = name == PCA_NAME or sp.issparse(x)
-            method = reduction(x, self.dim) if shrink else None
-            reduced = reduce(x, train, self.dim) if shrink else x
-            info.update({"width": int(x.shape[1]), "dim": int(reduced.shape[1]),
-                         "pca": method is not None, "reduction": method or "none"})
+        all), ``reduction`` (``pca``, ``truncated_svd`` or ``none``), ``sides`` or ``views``.
+
+        Kept for the next call: reduced features (``dim`` wide) per split, and one view's
+        raw features per ``keep`` (they do not depend on the split; all instances kept: the
+        raw array itself, no copy).  An unreduced ``concat`` is rebuilt each call, so that
+        repeated splits do not hold a copy of every view per split."""
+        joined = name in (CONCAT, PCA_NAME) and len(views) > 1
+        view = None if joined else views[0] if name == PCA_NAME else name
+        shrink = name == PCA_NAME or (view is not None and sp.issparse(self.raw(view, entity)))
+        by_split = joined or shrink
+        key = (name, *views, entity, _digest(keep, train) if by_split else _digest(keep))
+        if key in self._reduced:
+            return self._reduced[key]
+        if joined:
+            x = block_scaled([self._kept(v, entity, keep) for v in views], train)
+            info: dict[str, Any] = {"views": list(views)}
+            shrink = shrink or sp.issparse(x)
+        else:
+            x = self._kept(view, entity, keep)
+            info = {"sides": sides(self.spec, view, entity)}
+        method = reduction(x, self.dim) if shrink else None
+        reduced = reduce(x, train, self.dim) if shrink else x
+        info.update({"width": int(x.shape[1]), "dim": int(reduced.shape[1]),
+                     "pca": method is not None, "reduction": method or "none"})
+        if shrink or not joined:
             self._reduced[key] = (reduced, info)
-        return self._reduced[key]
+        return reduced, info
+
+    def _kept(self, view: str, entity: str, keep: np.ndarray) -> Features:
+        x = self.raw(view, entity)
+        return x if keep.all() else x[keep]

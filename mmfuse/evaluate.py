@@ -10,12 +10,25 @@ trained on the train split.  Beside it, on the same split and with the same prob
   (see :mod:`mmfuse.baselines`), and ``concat`` of them all — what the learnt representation
   has to beat to be worth learning.  ``evaluate.baselines`` chooses the views (default
   ``auto``: every view touching the entity; ``none`` turns them off).
+
+With ``evaluate.split.repeats: R`` (R > 1) every one of them is scored on R splits (split
+``r`` seeded ``split.seed + r``): ``metrics``, ``floor`` and ``baselines`` hold each
+metric's mean over the splits, ``metrics_std``, ``floor_std`` and ``baselines_std`` its
+sample std, and ``repeats`` says R.  With R = 1 there are no ``*_std`` keys.
+
+With the trained model (:class:`Ablation`) and ``evaluate.ablation`` on, a target whose
+entity gets codes from two or more views has an ``ablation``: per view V, the probe on the
+embedding without V (V's codes zeroed in the fusion of every instance) on the same splits,
+beside ``absence_baseline``, the raw data of the other views (their ``concat``, or the one
+view left) — what V adds to the representation, and what the representation makes of the
+others without it.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +45,8 @@ log = logging.getLogger(__name__)
 # scikit-learn (the probes, the split) is imported by the functions that evaluate: the
 # checks here run at `mmfuse validate`, which answers without importing it
 __all__ = ["evaluate_embeddings", "evaluate_target", "load_labels", "split_indices",
-           "baseline_views", "check_evaluate", "target_issues"]
+           "repeated_splits", "baseline_views", "check_evaluate", "target_issues", "Ablation",
+           "ablation_wanted"]
 
 
 def load_labels(path: Path) -> np.ndarray:
@@ -239,48 +253,166 @@ def check_evaluate(spec: Spec) -> list[SpecIssue]:
     return issues
 
 
-def _run_baselines(target: TargetSpec, views: list[str], features: BaselineFeatures,
-                   keep: np.ndarray, y: np.ndarray, train: np.ndarray,
-                   test: np.ndarray) -> tuple[dict[str, Any], dict[str, Any]]:
+Split = tuple[np.ndarray, np.ndarray]
+
+
+def repeated_splits(y: np.ndarray, split: SplitSpec, task: str) -> list[Split]:
+    """The ``split.repeats`` (train, test) splits of ``y``: split ``r`` seeded
+    ``split.seed + r``."""
+    return [split_indices(y, split.model_copy(update={"seed": split.seed + r}), task)
+            for r in range(split.repeats)]
+
+
+def _put(result: dict[str, Any], key: str, runs: list[dict[str, float]]) -> None:
+    """``result[key]``: the one split's metrics, or with several each metric's mean over
+    them (a metric some split lacks, e.g. ROC-AUC of a one-class test split, is left out)
+    and ``result[key + "_std"]`` its sample std."""
+    if len(runs) == 1:
+        result[key] = runs[0]
+        return
+    names = [m for m in runs[0] if all(m in r for r in runs)]
+    values = {m: np.array([r[m] for r in runs], dtype=np.float64) for m in names}
+    result[key] = {m: float(v.mean()) for m, v in values.items()}
+    result[f"{key}_std"] = {m: float(v.std(ddof=1)) for m, v in values.items()}
+
+
+def _put_each(result: dict[str, Any], key: str, runs: dict[str, list[dict[str, float]]]
+              ) -> None:
+    """:func:`_put` for a dict of feature sets (``baselines``: name → metrics per split)."""
+    scored: dict[str, Any] = {}
+    for name, per_split in runs.items():
+        _put(scored, name, per_split)
+    result[key] = {name: scored[name] for name in runs}
+    if any(f"{name}_std" in scored for name in runs):
+        result[f"{key}_std"] = {name: scored[f"{name}_std"] for name in runs}
+
+
+def _baseline_runs(target: TargetSpec, name: str, views: list[str],
+                   features: BaselineFeatures, keep: np.ndarray, y: np.ndarray,
+                   splits: list[Split]) -> tuple[list[dict[str, float]], dict[str, Any]]:
+    """Baseline ``name`` of ``views`` probed on every split (its features fit on each
+    split's train part); the metrics per split and the first split's feature info."""
     from mmfuse.probes import evaluate_probe
 
+    runs, info = [], None
+    for train, test in splits:
+        x, about = features.features(name, views, target.entity, keep, train)
+        info = about if info is None else info
+        runs.append(evaluate_probe(target, x[train], y[train], x[test], y[test]))
+    return runs, info
+
+
+def _run_baselines(target: TargetSpec, views: list[str], features: BaselineFeatures,
+                   keep: np.ndarray, y: np.ndarray, splits: list[Split], result: dict[str, Any]
+                   ) -> None:
     names = [*views, CONCAT] if len(views) > 1 else list(views)
     raw = [features.raw(v, target.entity) for v in views]
     # sparse data is reduced anyway: then `concat` is already its own reduction
     if sum(x.shape[1] for x in raw) > features.dim and not any(sp.issparse(x) for x in raw):
         names.append(PCA_NAME)
-    metrics: dict[str, Any] = {}
+    runs: dict[str, list[dict[str, float]]] = {}
     info: dict[str, Any] = {}
     for name in names:
-        x, info[name] = features.features(name, views, target.entity, keep, train)
-        metrics[name] = evaluate_probe(target, x[train], y[train], x[test], y[test])
-    return metrics, info
+        runs[name], info[name] = _baseline_runs(target, name, views, features, keep, y, splits)
+    _put_each(result, "baselines", runs)
+    result["baseline_features"] = info
+
+
+@dataclass
+class Ablation:
+    """What the view ablation needs of a trained model: the views that feed each entity's
+    fusion, and its embedding without one of them (cached: targets of one entity share it)."""
+
+    views: Mapping[str, Sequence[str]]  # entity -> the views giving it codes
+    embed: Callable[[str, frozenset[str]], np.ndarray]  # (entity, views left out) -> z
+    _cache: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, built: Any) -> Ablation | None:
+        """The ablation of a built, trained model (:class:`mmfuse.build.Built`); None for a
+        model whose entities are not fused from view codes (presets ``dcmf``, ``cmf``)."""
+        if built.plan.preset.codes != "view":
+            return None
+        from mmfuse.training import embed_all
+
+        views = {e: list(dict.fromkeys(view for view, _ in keys))
+                 for e, keys in built.plan.codes.items()}
+        return cls(views, lambda entity, without: embed_all(built, entity, without=without))
+
+    def without(self, entity: str, view: str) -> np.ndarray:
+        key = (entity, view)
+        if key not in self._cache:
+            self._cache[key] = np.asarray(self.embed(entity, frozenset({view})))
+        return self._cache[key]
+
+
+def ablation_wanted(spec: Spec) -> bool:
+    """Whether the spec asks for a view ablation that can happen (``evaluate.ablation`` on,
+    a preset fusing view codes, some target's entity touched by two or more views): what
+    decides loading a run's model for it."""
+    ev = spec.evaluate
+    if ev is None or not ev.ablation or spec.model.preset in ("dcmf", "cmf"):
+        return False
+    return any(len(views_touching(spec, t.entity)) > 1 for t in ev.targets.values())
+
+
+def _run_ablation(target: TargetSpec, ablation: Ablation, features: BaselineFeatures | None,
+                  keep: np.ndarray, y: np.ndarray, splits: list[Split]) -> dict[str, Any]:
+    """Per view V feeding the target's entity: the probe on the embedding without V, and
+    (with ``features``) V's absence baseline, the raw data of the other views (their
+    ``concat``, or the one view left)."""
+    from mmfuse.probes import evaluate_probe
+
+    views = list(ablation.views.get(target.entity, ()))
+    out: dict[str, Any] = {}
+    for view in views:
+        z = ablation.without(target.entity, view)[keep]
+        entry: dict[str, Any] = {}
+        _put(entry, "metrics", [evaluate_probe(target, z[tr], y[tr], z[te], y[te])
+                                for tr, te in splits])
+        others = [v for v in views if v != view]
+        entry["absence_views"] = others
+        if features is not None:
+            name = CONCAT if len(others) > 1 else others[0]
+            runs, _ = _baseline_runs(target, name, others, features, keep, y, splits)
+            _put(entry, "absence_baseline", runs)
+        out[view] = entry
+    return out
 
 
 def evaluate_target(name: str, target: TargetSpec, z: np.ndarray, split: SplitSpec,
-                    spec: Spec, features: BaselineFeatures | None = None) -> dict[str, Any]:
-    """One target: probe on ``z``, the floor, and (with ``features``) the baselines."""
+                    spec: Spec, features: BaselineFeatures | None = None,
+                    ablation: Ablation | None = None) -> dict[str, Any]:
+    """One target: probe on ``z``, the floor, and (with ``features``) the baselines, on each
+    of the ``split.repeats`` splits; with ``ablation``, the probe again without each view of
+    an entity fused from two or more."""
     from mmfuse.probes import evaluate_probe, floor_scores
 
     y, keep = _target_values(name, target, len(z), spec)
-    train, test = split_indices(y, split, target.task)
+    splits = repeated_splits(y, split, target.task)
+    train, test = splits[0]
     zk = z[keep]
     try:
-        metrics = evaluate_probe(target, zk[train], y[train], zk[test], y[test])
         result: dict[str, Any] = {
             "entity": target.entity, "task": target.task, "probe": target.probe,
             "params": dict(target.params), "n_train": int(len(train)), "n_test": int(len(test)),
-            "n_missing": int((~keep).sum()), "metrics": metrics,
-            "floor": floor_scores(target.task, y[train], y[test]),
+            "n_missing": int((~keep).sum()),
         }
-        if target.task == "multilabel":
+        _put(result, "metrics", [evaluate_probe(target, zk[tr], y[tr], zk[te], y[te])
+                                 for tr, te in splits])
+        _put(result, "floor", [floor_scores(target.task, y[tr], y[te]) for tr, te in splits])
+        if len(splits) > 1:
+            result["repeats"] = len(splits)
+        if target.task == "multilabel":  # of the first split
             result["labels"] = {"n_labels": int(y.shape[1]),
                                 "n_scored": int((y[test].sum(axis=0) > 0).sum()),
                                 "n_without_train_positive": int((y[train].sum(axis=0) == 0).sum())}
         views = baseline_views(spec, target)
         if features is not None and views:
-            result["baselines"], result["baseline_features"] = _run_baselines(
-                target, views, features, keep, y, train, test)
+            _run_baselines(target, views, features, keep, y, splits, result)
+        if ablation is not None and len(ablation.views.get(target.entity, ())) > 1:
+            absence = features if spec.evaluate.baselines != "none" else None
+            result["ablation"] = _run_ablation(target, ablation, absence, keep, y, splits)
     except ValueError as exc:
         raise SpecError([spec.issue(("evaluate", "targets", name), str(exc))]) from None
     return result
@@ -294,11 +426,15 @@ def _load_data(spec: Spec) -> Data:
 
 
 def evaluate_embeddings(spec: Spec, embeddings: Mapping[str, np.ndarray],
-                        data: Data | None = None) -> dict[str, Any]:
-    """Every target of the spec's ``evaluate`` section, on the given embeddings.
+                        data: Data | None = None, ablation: Ablation | None = None
+                        ) -> dict[str, Any]:
+    """Every target of the spec's ``evaluate`` section, on the given embeddings, each
+    metric over ``evaluate.split.repeats`` splits.
 
     Baselines need the views' data: pass the run's ``data`` (``built.data``) or leave it None
-    to have it loaded (only when some target has baseline views).
+    to have it loaded (only when some target has baseline views).  ``ablation`` (the trained
+    model's, :meth:`Ablation.of`) adds each target's view ablation when
+    ``evaluate.ablation`` is on.
     """
     if spec.evaluate is None:
         raise SpecError([spec.issue(("evaluate",), "the spec has no `evaluate:` section")])
@@ -306,14 +442,20 @@ def evaluate_embeddings(spec: Spec, embeddings: Mapping[str, np.ndarray],
     if issues:
         raise SpecError(issues)
     ev = spec.evaluate
+    if not ev.ablation:
+        ablation = None
+    ablated = ablation is not None and ev.baselines != "none" and any(
+        len(ablation.views.get(t.entity, ())) > 1 for t in ev.targets.values())
     features = None
-    if any(baseline_views(spec, t) for t in ev.targets.values()):
+    if ablated or any(baseline_views(spec, t) for t in ev.targets.values()):
         features = BaselineFeatures(spec, data if data is not None else _load_data(spec),
                                     ev.baseline_dim)
+    # one split: the output of an mmfuse without `repeats`
+    split = ev.split.model_dump(exclude={"repeats"} if ev.split.repeats == 1 else None)
     return {
-        "split": ev.split.model_dump(),
+        "split": split,
         "baselines": {"views": ev.baselines, "dim": ev.baseline_dim},
         "targets": {name: evaluate_target(name, t, np.asarray(embeddings[t.entity]), ev.split,
-                                          spec, features)
+                                          spec, features, ablation)
                     for name, t in ev.targets.items()},
     }

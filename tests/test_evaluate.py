@@ -260,3 +260,68 @@ def test_table_shows_learnt_floor_and_baselines_in_100_columns(tiny):
     for word in ("learnt", "trivial floor", "raw signal", "raw noise", "raw other",
                  "raw concat", "auprc_macro", "micro_f1", "r2", "labels scored", "90 train"):
         assert word in text, word
+
+
+# ----------------------------------------------------------------------- repeated splits
+
+
+def _std_keys(result) -> set[str]:
+    return {k for t in result["targets"].values() for k in t if k.endswith("_std")}
+
+
+def test_repeats_give_the_mean_and_std_of_single_split_evaluations(tiny):
+    spec = load_spec(tiny, ["evaluate.split.seed=4", "evaluate.split.repeats=3"])
+    repeated = evaluate_embeddings(spec, random_embeddings())
+    singles = [evaluate_embeddings(load_spec(tiny, [f"evaluate.split.seed={s}"]),
+                                   random_embeddings()) for s in (4, 5, 6)]
+    assert repeated["split"]["repeats"] == 3
+    for name, r in repeated["targets"].items():
+        ones = [s["targets"][name] for s in singles]
+        assert r["repeats"] == 3 and r["n_test"] == ones[0]["n_test"]
+        for key in ("metrics", "floor"):
+            for metric, mean in r[key].items():
+                values = [o[key][metric] for o in ones]
+                assert mean == pytest.approx(np.mean(values)), (name, key, metric)
+                assert r[f"{key}_std"][metric] == pytest.approx(np.std(values, ddof=1))
+        assert set(r["baselines"]) == set(r["baselines_std"]) == set(ones[0]["baselines"])
+        for base, metrics in r["baselines"].items():
+            for metric, mean in metrics.items():
+                values = [o["baselines"][base][metric] for o in ones]
+                assert mean == pytest.approx(np.mean(values)), (name, base, metric)
+                assert r["baselines_std"][base][metric] == pytest.approx(
+                    np.std(values, ddof=1))
+    # the splits differ, so the spread is not zero
+    assert repeated["targets"]["linear"]["baselines_std"]["noise"]["r2"] > 0
+
+
+def test_one_split_keeps_the_output_without_spread(tiny):
+    result = evaluate_embeddings(load_spec(tiny), random_embeddings())
+    assert not _std_keys(result)
+    assert all("repeats" not in t for t in result["targets"].values())
+    assert "repeats" not in result["split"]
+    assert set(result["targets"]["linear"]) == {
+        "entity", "task", "probe", "params", "n_train", "n_test", "n_missing", "metrics",
+        "floor", "baselines", "baseline_features"}
+    assert _std_keys(evaluate_embeddings(load_spec(tiny, ["evaluate.split.repeats=2"]),
+                                         random_embeddings())) == {
+        "metrics_std", "floor_std", "baselines_std"}
+
+
+def test_repeats_of_a_position_split_is_a_spec_error(tiny):
+    with pytest.raises(SpecError, match=r"evaluate\.split\.repeats: .*position"):
+        load_spec(tiny, ["evaluate.split.method=position", "evaluate.split.repeats=2"])
+    with pytest.raises(SpecError, match=r"evaluate\.split\.repeats"):
+        load_spec(tiny, ["evaluate.split.repeats=0"])
+    assert load_spec(tiny, ["evaluate.split.method=position"]).evaluate.split.repeats == 1
+
+
+def test_table_shows_mean_and_std_over_the_splits(tiny):
+    result = evaluate_embeddings(load_spec(tiny, ["evaluate.split.repeats=3"]),
+                                 random_embeddings())
+    out = io.StringIO()
+    Console(file=out, width=160, color_system=None).print(evaluation_table(result))
+    text = out.getvalue()
+    assert "mean ± std over 3 splits (seeds 0–2)" in text
+    r2 = result["targets"]["linear"]["baselines"]["signal"]["r2"]
+    std = result["targets"]["linear"]["baselines_std"]["signal"]["r2"]
+    assert f"{r2:.3f} ± {std:.3f}" in text

@@ -14,13 +14,39 @@ from mmfuse.cli.render import console, evaluation_table
 from mmfuse.errors import DataError
 
 
+def _trained(run, spec):
+    """The run's trained model on its training data (embedding every instance again, as
+    the view ablation does, walks the data; the run folder alone does not keep it), or
+    None, said why, where that data or the checkpoint cannot be read."""
+    import logging
+
+    from mmfuse.build import build
+    from mmfuse.errors import MmfuseError
+    from mmfuse.plugins import get_plugins
+
+    try:
+        built = build(spec, get_plugins(), device="cpu")
+        run.load_checkpoint("cpu", spec=spec, model=built.model)
+    except MmfuseError as exc:
+        logging.getLogger(__name__).warning("no view ablation: %s", exc)
+        return None
+    built.model.eval()
+    return built
+
+
 def evaluate_command(run_path: RunArg) -> None:
-    """Probe a run's embeddings on its spec's targets, beside the trivial floor."""
+    """Probe a run's embeddings on its spec's targets, beside the trivial floor; with two
+    or more views of a target's entity, each view left out too (evaluate.ablation)."""
     from mmfuse.api import evaluate_run
+    from mmfuse.evaluate import ablation_wanted
     from mmfuse.run import RunDir
 
     run = RunDir(run_path)
-    result = evaluate_run(run)
+    spec = run.read_spec()
+    # the model only where a view can be left out: building it reads the data once, for the
+    # baselines too
+    built = _trained(run, spec) if ablation_wanted(spec) else None
+    result = evaluate_run(run, spec, built.data if built is not None else None, built)
     console.print(evaluation_table(result))
     console.print(f"wrote {run.evaluation_file}", highlight=False)
 
