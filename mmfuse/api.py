@@ -351,7 +351,9 @@ def embed_new(built: Built, entity: str, arrays: Mapping[str, np.ndarray]) -> np
     view's input space: rows (n × n_cols) where the entity is the row entity, columns
     (n × n_rows) where it is the column entity, tensors (n × *shape) for tensor views.
     Matrix data is a dense array (NaN cells missing) or a scipy sparse matrix (cells not
-    stored are missing, stored zeros observed).
+    stored are missing, stored zeros observed).  Where the model fuses view codes, a view
+    may be left out: the instances are embedded from the others (its codes left out of the
+    fusion, as under ``model.view_dropout`` in training).
     """
     plan = built.plan
     if plan.preset.codes == "free":
@@ -361,10 +363,16 @@ def embed_new(built: Built, entity: str, arrays: Mapping[str, np.ndarray]) -> np
     keys = plan.codes[entity]
     needed = {view for view, _ in keys}
     missing, extra = needed - set(arrays), set(arrays) - needed
-    if missing or extra:
+    if extra or not arrays or (missing and plan.preset.codes != "view"):
         raise DataError(f"entity {entity!r} needs data for views {sorted(needed)}"
                         + (f"; missing {sorted(missing)}" if missing else "")
                         + (f"; not used: {sorted(extra)}" if extra else ""))
+    if missing:
+        log.warning("embedding %r from %s only (no data for %s)%s", entity,
+                    ", ".join(sorted(set(arrays))), ", ".join(sorted(missing)),
+                    "" if plan.view_dropout else ": this model was trained without view "
+                    "dropout (model.view_dropout 0), so it never saw an instance without a "
+                    "view; expect a poorer embedding")
     n = {a.shape[0] for a in arrays.values()}
     if len(n) != 1:
         raise DataError(f"the --data arrays have different numbers of instances: {sorted(n)}")
@@ -372,6 +380,13 @@ def embed_new(built: Built, entity: str, arrays: Mapping[str, np.ndarray]) -> np
     batch = Batch(idx={entity: torch.arange(count)})
     for key in keys:
         view, role = key
+        if view in missing:  # an input of no cells: its code is left out of the fusion
+            width = plan.in_shapes[key]
+            batch.sides[key] = (sparse_to_device(SparseRows(
+                np.zeros(count + 1, np.int64), np.zeros(0, np.int32), np.zeros(0, np.float32),
+                width[0]), torch.device("cpu")) if key in plan.sparse
+                else torch.zeros((count, *width)))
+            continue
         if role == "col" and plan.column_mode[view] in ("embedding", "sketch"):
             raise DataError(f"view {view!r} has `columns: {plan.column_mode[view]}`: new "
                             "columns cannot be encoded")
@@ -404,5 +419,5 @@ def embed_new(built: Built, entity: str, arrays: Mapping[str, np.ndarray]) -> np
         values = array if array.dtype == np.uint8 else np.nan_to_num(array)
         t = torch.from_numpy(np.ascontiguousarray(values))
         batch.sides[key] = t.float().div_(255.0) if t.dtype == torch.uint8 else t
-    zs, _ = built.model.encode(batch)
+    zs, _ = built.model.encode(batch, without=frozenset(missing))
     return zs[entity].float().numpy()

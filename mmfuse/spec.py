@@ -185,9 +185,9 @@ class ViewSpec(_Model):
 
 class ModelSpec(_Model):
     preset: Literal["mmfuse", "mmeda2", "mmeda1", "dcmf", "cmf"] = Field(
-        "mmeda2", description="mmfuse: mmfuse's own recipe (scale-free terms, cross-view "
-        "decoding, view dropout); mmeda2, mmeda1: the paper's models; dcmf: Deep Collective "
-        "Matrix Factorization; cmf: free factors")
+        "mmfuse", description="mmfuse: mmfuse's own recipe (scale-free terms, "
+        "standardised dense views, view dropout); mmeda2, mmeda1: the paper's models; "
+        "dcmf: Deep Collective Matrix Factorization; cmf: free factors")
     dim: int = Field(50, gt=0, description="width d of every entity representation")
     code_dim: int | None = Field(None, gt=0, description="width of each view code (default d)")
     fusion_hidden: list[Annotated[int, Field(gt=0)]] = Field(

@@ -70,7 +70,7 @@ def test_a_feature_view_has_no_column_entity_code_or_factor(features_spec):
     assert plan.codes["item"] == [("morph", "row"), ("words", "row"), ("year", "row"),
                                   ("ratings", "col")]
     assert plan.factors == ["ratings"]
-    assert plan.terms["morph"] == {"row": True}
+    assert plan.terms["morph"] == {"row": True, "cross": False}  # no col, no factor
     result = train(spec, features_spec.parent / "run")
     terms = set(result.trainer.history[-1]) - {"epoch", "loss", "seconds"}
     assert terms == {"morph.row", "words.row", "year.row", "ratings.row", "ratings.col",
@@ -84,7 +84,7 @@ def test_a_feature_view_has_no_column_entity_code_or_factor(features_spec):
 
 def test_a_feature_views_row_term_stays_on_under_a_preset_without_row_terms(features_spec):
     plan = build(load_spec(features_spec, ["model.preset=mmeda1"]), get_plugins()).plan
-    assert plan.terms["morph"] == {"row": True}  # its only link to the representation
+    assert plan.terms["morph"]["row"] is True  # its only link to the representation
     assert plan.terms["ratings"]["row"] is False
 
 

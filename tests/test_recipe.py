@@ -8,8 +8,8 @@ import torch
 
 from mmfuse.api import train
 from mmfuse.build import build
-from mmfuse.plugin_api import Callback
 from mmfuse.errors import SpecError
+from mmfuse.plugin_api import Callback
 from mmfuse.plugins import get_plugins
 from mmfuse.spec import load_spec
 from mmfuse.training import embed_all
@@ -40,15 +40,14 @@ def test_scale_free_terms_are_divided_by_each_views_null_deviance(multiview):
 
 
 def test_cross_terms_decode_every_side_of_a_fused_entity_from_z(multiview):
-    built = build(load_spec(multiview, RECIPE), get_plugins())
+    built = build(load_spec(multiview, [*RECIPE, "model.terms.cross=true"]), get_plugins())
     terms = first_terms(built)
     # book fuses cover, text and ratings: each of its sides is also decoded from z_book;
     # word fuses text's columns and cooc's rows and columns; user has one code: no cross
     assert {"cover.tensor.fused", "text.row.fused", "ratings.col.fused",
             "text.col.fused", "cooc.row.fused", "cooc.col.fused"} <= terms.keys()
     assert "ratings.row.fused" not in terms
-    off = first_terms(build(load_spec(multiview, [*RECIPE, "model.terms.cross=false"]),
-                            get_plugins()))
+    off = first_terms(build(load_spec(multiview, RECIPE), get_plugins()))  # off by default
     assert not any(name.endswith(".fused") for name in off)
     mmeda2 = first_terms(build(load_spec(multiview), get_plugins()))
     assert not any(name.endswith(".fused") for name in mmeda2)
@@ -56,9 +55,9 @@ def test_cross_terms_decode_every_side_of_a_fused_entity_from_z(multiview):
 
 def test_cross_terms_need_codes_as_wide_as_the_representation(multiview):
     with pytest.raises(SpecError, match="model.code_dim: cross terms"):
-        build(load_spec(multiview, [*RECIPE, "model.code_dim=4"]), get_plugins())
-    build(load_spec(multiview, [*RECIPE, "model.code_dim=4", "model.terms.cross=false"]),
-          get_plugins())
+        build(load_spec(multiview, [*RECIPE, "model.code_dim=4", "model.terms.cross=true"]),
+              get_plugins())
+    build(load_spec(multiview, [*RECIPE, "model.code_dim=4"]), get_plugins())
 
 
 def test_view_dropout_zeroes_whole_views_per_instance_and_keeps_one(multiview):
@@ -136,3 +135,19 @@ def test_null_deviance_of_the_built_in_likelihoods():
     counts = rng.poisson(2.5, 10_000).astype(float)
     half = mean_poisson_deviance(counts, np.full_like(counts, counts.mean())) / 2
     assert Poisson().null_deviance(counts) == pytest.approx(half)
+
+
+def test_new_instances_embed_from_the_views_they_have(multiview, tmp_path):
+    from mmfuse.api import embed_new, load_trained
+    from mmfuse.errors import DataError
+    from mmfuse.run import RunDir
+
+    result = train(load_spec(multiview, RECIPE), tmp_path / "run")
+    built = load_trained(RunDir(tmp_path / "run"))
+    data = multiview.parent
+    given = {"cover": np.load(data / "covers.npy"), "text": np.load(data / "text.npy")}
+    z = embed_new(built, "book", given)  # no ratings for these books
+    assert np.allclose(z, embed_all(result.built, "book", without=frozenset({"ratings"})),
+                       atol=1e-5)
+    with pytest.raises(DataError, match="not used"):
+        embed_new(built, "book", {**given, "cooc": np.zeros((48, 24))})
