@@ -357,10 +357,12 @@ def ablation_wanted(spec: Spec) -> bool:
 
 
 def _run_ablation(target: TargetSpec, ablation: Ablation, features: BaselineFeatures | None,
-                  keep: np.ndarray, y: np.ndarray, splits: list[Split]) -> dict[str, Any]:
+                  keep: np.ndarray, y: np.ndarray, splits: list[Split],
+                  scored: Mapping[str, Any]) -> dict[str, Any]:
     """Per view V feeding the target's entity: the probe on the embedding without V, and
     (with ``features``) V's absence baseline, the raw data of the other views (their
-    ``concat``, or the one view left)."""
+    ``concat``, or the one view left: taken from the baselines ``scored`` already, on the
+    same splits, where it is among them)."""
     from mmfuse.probes import evaluate_probe
 
     views = list(ablation.views.get(target.entity, ()))
@@ -374,8 +376,13 @@ def _run_ablation(target: TargetSpec, ablation: Ablation, features: BaselineFeat
         entry["absence_views"] = others
         if features is not None:
             name = CONCAT if len(others) > 1 else others[0]
-            runs, _ = _baseline_runs(target, name, others, features, keep, y, splits)
-            _put(entry, "absence_baseline", runs)
+            if len(others) == 1 and name in scored.get("baselines", {}):
+                entry["absence_baseline"] = scored["baselines"][name]
+                if name in scored.get("baselines_std", {}):
+                    entry["absence_baseline_std"] = scored["baselines_std"][name]
+            else:
+                runs, _ = _baseline_runs(target, name, others, features, keep, y, splits)
+                _put(entry, "absence_baseline", runs)
         out[view] = entry
     return out
 
@@ -412,7 +419,8 @@ def evaluate_target(name: str, target: TargetSpec, z: np.ndarray, split: SplitSp
             _run_baselines(target, views, features, keep, y, splits, result)
         if ablation is not None and len(ablation.views.get(target.entity, ())) > 1:
             absence = features if spec.evaluate.baselines != "none" else None
-            result["ablation"] = _run_ablation(target, ablation, absence, keep, y, splits)
+            result["ablation"] = _run_ablation(target, ablation, absence, keep, y, splits,
+                                               result)
     except ValueError as exc:
         raise SpecError([spec.issue(("evaluate", "targets", name), str(exc))]) from None
     return result
