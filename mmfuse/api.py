@@ -97,12 +97,23 @@ def _manifest(built: Built, trainer: Trainer, started: float, status: str,
             "seconds_per_epoch": [h["seconds"] for h in trainer.history],
             "steps_per_epoch": built.batcher.steps_per_epoch(),
             "primary": built.batcher.primary,
+            **_validation(trainer),
         },
         "distributed": _distributed(built, trainer),
         "cost": {"steps_per_epoch": built.batcher.steps_per_epoch(),
                  "peak_rss_mib": round(_peak_rss_mib(), 1)},
         "written": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
+
+
+def _validation(trainer: Trainer) -> dict[str, Any]:
+    """``train.validation``: its cells per view, the best epoch and its validation loss
+    (the embeddings' weights); nothing when it is off."""
+    if trainer.validation is None:
+        return {}
+    return {"validation": {"fraction": trainer.spec.train.validation,
+                           "cells": trainer.validation.counts()},
+            "best_epoch": trainer.best_epoch, "best_val_loss": trainer.best_val_loss}
 
 
 @functools.cache
@@ -221,6 +232,8 @@ def _train(spec: Spec, run: RunDir, resume: bool, callbacks: Sequence[Callback],
     trainer.fit()
     evaluation = None
     if strategy.is_main:
+        if trainer.best_epoch is not None:  # train.validation: the best epoch's weights
+            run.load_checkpoint(built.device, spec=spec, model=built.model)
         for entity in spec.entities:
             run.write_embeddings(entity, embed_all(built, entity), built.data.ids[entity])
         for view, cells in built.data.held.items():

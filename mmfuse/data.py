@@ -19,7 +19,7 @@ import scipy.sparse as sp
 
 from mmfuse.cache import cached_array
 from mmfuse.errors import MmfuseError, SpecError, SpecIssue, describe
-from mmfuse.holdout import HeldCells, split_view
+from mmfuse.holdout import VALIDATION_STREAM, HeldCells, split_view, validation_split
 from mmfuse.plugin_api import ReadContext, ViewArray, check_params, declared_params
 from mmfuse.plugins import Plugins
 from mmfuse.spec import Spec
@@ -400,6 +400,8 @@ class Data:
     dataset_message: str | None = None
     #: cells of ``evaluate.holdout`` views kept out of ``views`` (data units)
     held: dict[str, HeldCells] = field(default_factory=dict)
+    #: cells of ``train.validation`` kept out of ``views`` (data units), scored every epoch
+    validation: dict[str, HeldCells] = field(default_factory=dict)
     #: each featurizer's :attr:`~mmfuse.plugin_api.ViewArray.state` (what featurizes new raw
     #: input of its view), kept in the run folder
     states: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -542,6 +544,13 @@ def load_data(spec: Spec, plugins: Plugins) -> Data:
     holdout = spec.evaluate.holdout if spec.evaluate else None
     held_views = set(holdout.views) if holdout else set()
     held: dict[str, HeldCells] = {}
+    validating = validation_split(spec)
+    if spec.train.validation and validating is None:
+        issues.append(spec.issue(("train", "validation"), (
+            "validation cells are scored by a view's factor term, and no view of this spec "
+            "has one: use it with a spec that has a matrix view between two entities (`cols:`) "
+            "whose factor term is on (`terms.factor`, on in every preset), or set it to 0")))
+    validated: dict[str, HeldCells] = {}
     for vname, v in spec.views.items():
         loc = ("views", vname)
         src = v.source
@@ -595,6 +604,16 @@ def load_data(spec: Spec, plugins: Plugins) -> Data:
                 continue
             read = replace(read, data=train, mask=mask)
             info[vname]["held_out_cells"] = len(held[vname])
+        if validating is not None and vname in validating.views and not issues:
+            try:  # from the training part, another generator: never a held-out cell
+                train, mask, validated[vname] = split_view(
+                    vname, read.data, read.mask, validating, zero_missing=v.missing == "zero",
+                    stream=(VALIDATION_STREAM,))
+            except ValueError as exc:
+                issues.append(spec.issue(("train", "validation"), str(exc)))
+                continue
+            read = replace(read, data=train, mask=mask)
+            info[vname]["validation_cells"] = len(validated[vname])
         if v.is_tensor:
             views[vname] = TensorData(read.data)
         else:
@@ -609,7 +628,7 @@ def load_data(spec: Spec, plugins: Plugins) -> Data:
     for ename, n in sizes.items():
         ids.setdefault(ename, [str(i) for i in range(n)])
     return Data(sizes=sizes, ids=ids, views=views, info=info, dataset_message=message,
-                held=held, states=states)
+                held=held, validation=validated, states=states)
 
 
 _KINDS = {"U": "text", "S": "bytes", "O": "Python objects", "c": "complex numbers",

@@ -57,9 +57,39 @@ class HeldCells:
     def __len__(self) -> int:
         return len(self.values)
 
-def _rng(spec: HoldoutSpec, view: str) -> np.random.Generator:
+#: The stream of ``train.validation``'s split (and its negatives): never the generator of an
+#: ``evaluate.holdout`` split, even under the same seed.
+VALIDATION_STREAM = zlib.crc32(b"validation")
+
+
+def _rng(spec: HoldoutSpec, view: str, stream: tuple[int, ...] = ()) -> np.random.Generator:
     """The split's generator: the same cells for a view whatever else the spec holds."""
-    return np.random.default_rng([spec.seed, zlib.crc32(view.encode())])
+    return np.random.default_rng([spec.seed, zlib.crc32(view.encode()), *stream])
+
+
+def factor_views(spec: Any) -> list[str]:
+    """The matrix views between two entities whose factor term is on (the view's
+    ``terms.factor``, else ``model.terms.factor``, else the preset's), in spec order."""
+    from mmfuse.presets import PRESETS
+
+    preset = PRESETS[spec.model.preset]
+    out = []
+    for name, v in spec.views.items():
+        if v.is_tensor or v.features:
+            continue
+        on = next(x for x in (v.terms.factor, spec.model.terms.factor, preset.factor)
+                  if x is not None)
+        if on:
+            out.append(name)
+    return out
+
+
+def validation_split(spec: Any) -> HoldoutSpec | None:
+    """``train.validation`` as a split of its views' cells (None: off, or no view to split)."""
+    views = factor_views(spec)
+    if not spec.train.validation or not views:
+        return None
+    return HoldoutSpec(views=views, fraction=spec.train.validation, seed=spec.seed, by="cells")
 
 
 def _pick(rng: np.random.Generator, owners: np.ndarray, n_cells: int,
@@ -75,10 +105,12 @@ def _pick(rng: np.random.Generator, owners: np.ndarray, n_cells: int,
 
 
 def split_view(view: str, array: Any, mask: np.ndarray | None, spec: HoldoutSpec,
-               zero_missing: bool = False) -> tuple[Any, np.ndarray | None, HeldCells]:
+               zero_missing: bool = False, stream: tuple[int, ...] = ()
+               ) -> tuple[Any, np.ndarray | None, HeldCells]:
     """``(training data, training mask, held-out cells)`` of one matrix view.  A sparse view
-    loses the held-out stored cells; a dense one keeps its values and masks them."""
-    rng = _rng(spec, view)
+    loses the held-out stored cells; a dense one keeps its values and masks them.
+    ``stream``: another generator for the same seed (``train.validation``'s split)."""
+    rng = _rng(spec, view, stream)
     if sp.issparse(array):
         csr = sp.csr_array(array, copy=True)
         csr.sum_duplicates()

@@ -325,6 +325,16 @@ class FusionModel(nn.Module):
             loss = loss / self.null_deviance[self.view_index[view]]
         return loss
 
+    def score_cells(self, view: str, z_rows: torch.Tensor, z_cols: torch.Tensor,
+                    rows: torch.Tensor, cols: torch.Tensor, values: torch.Tensor
+                    ) -> torch.Tensor:
+        """The factor term of ``view`` (as :meth:`forward` scores it: weighted, divided by
+        the null deviance under ``scale_free``) at cells ``(rows[k], cols[k])`` with values
+        ``values`` in training units; ``rows`` / ``cols`` index the representations
+        ``z_rows`` / ``z_cols`` (``train.validation``'s score)."""
+        pred = (z_rows[rows] * z_cols[cols]).sum(-1) + self.factor_bias[view]
+        return self._nll(view, pred, values)
+
     def _reconstruction(self, batch: Batch, key: Key, codec, h) -> torch.Tensor | None:
         """The loss of side ``key`` decoded from ``h`` (its code, or its entity's z)."""
         view, role = key

@@ -43,6 +43,9 @@ FORMAT = "mmfuse-run"
 #: :meth:`~mmfuse.spec.Spec.digest_model`, what ``--resume`` compares).
 CHECKPOINT_KEYS = ("model", "optimizer", "epoch", "stalled", "converged", "history",
                    "world_size", "processes", "spec_digest")
+#: What the best epoch's checkpoint holds (``train.validation``; its last checkpoint names
+#: the epoch too: ``best_epoch``, ``best_val_loss``).
+BEST_KEYS = ("model", "epoch", "val_loss", "spec_digest")
 LOCK = ".lock"
 
 
@@ -113,6 +116,8 @@ class RunDir:
     manifest_file = property(lambda self: self.root / "manifest.json")
     metrics_file = property(lambda self: self.root / "metrics.csv")
     checkpoint_file = property(lambda self: self.root / "checkpoint.pt")
+    #: the best epoch's weights (lowest validation loss, ``train.validation``)
+    best_checkpoint_file = property(lambda self: self.root / "checkpoint.best.pt")
     evaluation_file = property(lambda self: self.root / "evaluation.json")
     embeddings_dir = property(lambda self: self.root / "embeddings")
     holdout_dir = property(lambda self: self.root / "holdout")
@@ -288,18 +293,23 @@ class RunDir:
     def save_checkpoint(self, state: Mapping[str, Any]) -> None:
         atomic_write(self.checkpoint_file, lambda fh: torch.save(dict(state), fh))
 
-    def load_checkpoint(self, map_location: str | torch.device = "cpu", *,
-                        spec: Spec | None = None, model: torch.nn.Module | None = None,
-                        resume: bool = False) -> dict[str, Any]:
-        """The checkpoint (the one loader: resume, embed, predict, evaluate), checked: a
-        file mmfuse wrote, holding tensors and plain data only (``weights_only``); written
-        for ``spec`` (its :meth:`~mmfuse.spec.Spec.digest_model`), when given; its weights
-        loaded into ``model``, when given (``resume``: the messages are for ``--resume``).
-        Weights saved under a compiled wrapper's names (``_orig_mod.``) are taken under the
-        model's own."""
-        file = self.checkpoint_file
-        redo = ("restore it from a copy, or train again into a new --out (or without "
-                "--resume after deleting it)")
+    def save_best(self, state: Mapping[str, Any]) -> None:
+        """The best epoch's checkpoint (``train.validation``): its weights (``model``), its
+        ``epoch``, ``val_loss`` and ``spec_digest``; written after the last checkpoint."""
+        atomic_write(self.best_checkpoint_file, lambda fh: torch.save(dict(state), fh))
+
+    def best_epoch_saved(self) -> int | None:
+        """The epoch ``checkpoint.best.pt`` holds (None: none, or not readable)."""
+        try:
+            return int(self._read(self.best_checkpoint_file, "cpu", BEST_KEYS, "")["epoch"])
+        except (CheckpointError, TypeError, ValueError):
+            return None
+
+    def _read(self, file: Path, map_location: str | torch.device, keys: Sequence[str],
+              redo: str) -> dict[str, Any]:
+        """A checkpoint file mmfuse wrote, holding ``keys`` and tensors and plain data only
+        (``weights_only``); its weights under the model's own names (not a compiled
+        wrapper's, ``_orig_mod.``)."""
         if not file.is_file():
             raise CheckpointError(f"no checkpoint in {self.root} (no epoch of its training "
                                   "ended)")
@@ -317,8 +327,8 @@ class RunDir:
                     f"wrote; {redo}") from exc
             raise CheckpointError(f"checkpoint {file} cannot be read (corrupt, truncated, or "
                                   f"not a checkpoint): {redo}") from exc
-        missing = ([k for k in CHECKPOINT_KEYS if k not in state] if isinstance(state, dict)
-                   else list(CHECKPOINT_KEYS))
+        missing = ([k for k in keys if k not in state] if isinstance(state, dict)
+                   else list(keys))
         weights = state.get("model") if isinstance(state, dict) else None
         if missing or not isinstance(weights, dict) or not all(
                 isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in weights.items()):
@@ -327,6 +337,45 @@ class RunDir:
                 f"{file} is not an mmfuse checkpoint (a torch file holding {what}"
                 + (f" without {', '.join(missing)}" if missing else "") + f"): {redo}")
         state["model"] = {k.replace("_orig_mod.", ""): v for k, v in weights.items()}
+        return state
+
+    def _best_weights(self, state: dict[str, Any], map_location: str | torch.device,
+                      redo: str) -> dict[str, torch.Tensor]:
+        """The weights of the epoch the last checkpoint names as the best, checked."""
+        file, epoch = self.best_checkpoint_file, int(state["best_epoch"])
+        if not file.is_file():
+            raise CheckpointError(
+                f"{file} is missing: the checkpoint names epoch {epoch} as the best "
+                "(train.validation), and the run's embeddings were written from its weights; "
+                f"{redo}")
+        best = self._read(file, map_location, BEST_KEYS, redo)
+        if best["spec_digest"] != state["spec_digest"] or best["epoch"] != epoch:
+            raise CheckpointError(
+                f"{file} holds epoch {best['epoch']} of "
+                + ("this run" if best["spec_digest"] == state["spec_digest"] else
+                   "another model") + f", and the checkpoint names epoch {epoch} as the best: "
+                f"it does not belong with it; {redo}")
+        return best["model"]
+
+    def load_checkpoint(self, map_location: str | torch.device = "cpu", *,
+                        spec: Spec | None = None, model: torch.nn.Module | None = None,
+                        resume: bool = False, last: bool = False) -> dict[str, Any]:
+        """The checkpoint (the one loader: resume, embed, predict, evaluate), checked: a
+        file mmfuse wrote, holding tensors and plain data only (``weights_only``); written
+        for ``spec`` (its :meth:`~mmfuse.spec.Spec.digest_model`), when given; its weights
+        loaded into ``model``, when given (``resume``: the messages are for ``--resume``).
+        Weights saved under a compiled wrapper's names (``_orig_mod.``) are taken under the
+        model's own.
+
+        Its weights (``model``) are the run's model: the best epoch's
+        (``checkpoint.best.pt``) where ``train.validation`` kept one, as the embeddings
+        were written from them; the last epoch's to resume (``resume``) or when ``last``."""
+        file = self.checkpoint_file
+        redo = ("restore it from a copy, or train again into a new --out (or without "
+                "--resume after deleting it)")
+        state = self._read(file, map_location, CHECKPOINT_KEYS, redo)
+        if not (resume or last) and state.get("best_epoch") is not None:
+            state["model"] = self._best_weights(state, map_location, redo)
         if spec is not None and state["spec_digest"] != spec.digest_model():
             raise CheckpointError(
                 f"the checkpoint {file} was trained with a different model, data or seed "

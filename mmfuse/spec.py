@@ -232,6 +232,13 @@ class TrainSpec(_Model):
     optimizer: OptimizerSpec = Field(default_factory=OptimizerSpec)
     tol: float = Field(1e-4, ge=0, description="relative loss change counted as converged")
     patience: int = Field(3, ge=1, description="epochs under tol before stopping")
+    validation: float = Field(
+        0.0, ge=0, lt=1, description="share of the observed cells of every matrix view with a "
+        "factor term kept out of training (after evaluate.holdout's, seeded by `seed`) and "
+        "scored after every epoch by the factor term (`val_loss`, `val.VIEW`); tol and "
+        "patience then read it (an epoch counts towards patience when it does not improve "
+        "the best val_loss by a relative tol), the best epoch's weights are kept "
+        "(checkpoint.best.pt) and the embeddings written from them; 0: off")
     device: str = Field("auto", pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$")
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     compile: bool = False

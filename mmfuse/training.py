@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from mmfuse.allocator import keep_freed_memory
-from mmfuse.batching import prefetch
+from mmfuse.batching import negative_rate, prefetch
 from mmfuse.build import Built
 from mmfuse.errors import Interrupted, MmfuseError
 from mmfuse.optim import RowAdam, RowSGD
@@ -126,6 +126,99 @@ def relative_change(previous: float, current: float) -> float:
     return abs(previous - current) / max(abs(previous), 1e-12)
 
 
+class Validation:
+    """The cells ``train.validation`` kept out of training, in training units (``scale:
+    standard`` applied as to the training cells), and their score: each view's factor term
+    (``val.VIEW``) and their sum (``val_loss``) under the current weights.
+
+    A sparse view whose steps score sampled negatives (``negatives``; bernoulli views) gets
+    as many per validation cell, drawn once (seeded) among the cells with no stored value
+    (training, validation or held out), scored as 0.  Scoring embeds only the instances the
+    cells touch, ``chunk`` at a time, and scores ``CELLS`` cells at a time."""
+
+    CELLS = 1 << 16
+
+    def __init__(self, built: Built, chunk: int = 256):
+        from mmfuse.holdout import VALIDATION_STREAM, _negatives, _rng, validation_split
+
+        spec, data = built.spec, built.data
+        self.chunk = chunk
+        split = validation_split(spec)
+        self.cells: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        for view, held in data.validation.items():
+            matrix = data.views[view]
+            rows, cols = held.rows.astype(np.int64), held.cols.astype(np.int64)
+            values = held.values.astype(np.float64)
+            if matrix.center is not None:  # scale: standard, as the training cells
+                values = (values - matrix.center[cols]) / matrix.spread[cols]
+            count = int(round(negative_rate(spec, view) * len(values))) if matrix.sparse else 0
+            if count:
+                n_c = matrix.shape[1]
+                taken = [matrix.cell_rows().astype(np.int64) * n_c + matrix.csr.indices,
+                         rows * n_c + cols]
+                if view in data.held:
+                    taken.append(data.held[view].rows * n_c + data.held[view].cols)
+                taken_cells = np.unique(np.concatenate(taken))
+                count = min(count, matrix.shape[0] * n_c - len(taken_cells))
+                if count > 0 and split is not None:
+                    rng = _rng(split, view, (VALIDATION_STREAM, 1))  # not the split's own
+                    neg_r, neg_c = _negatives(rng, matrix.shape, taken_cells, count)
+                    rows, cols = np.concatenate([rows, neg_r]), np.concatenate([cols, neg_c])
+                    values = np.concatenate([values, np.zeros(len(neg_r))])
+            self.cells[view] = (rows, cols, values.astype(np.float32))
+        self.entities: dict[str, tuple[str, str]] = {
+            view: (spec.views[view].rows, spec.views[view].cols) for view in self.cells}
+        touched: dict[str, list[np.ndarray]] = defaultdict(list)
+        for view, (rows, cols, _) in self.cells.items():
+            r, c = self.entities[view]
+            touched[r].append(rows)
+            touched[c].append(cols)
+        #: each entity's instances that the cells touch (sorted), and each view's cells as
+        #: positions among them
+        self.instances = {e: np.unique(np.concatenate(parts)) for e, parts in touched.items()}
+        self.at = {view: (np.searchsorted(self.instances[self.entities[view][0]], rows),
+                          np.searchsorted(self.instances[self.entities[view][1]], cols))
+                   for view, (rows, cols, _) in self.cells.items()}
+
+    def counts(self) -> dict[str, int]:
+        """Cells scored per view (negatives among them)."""
+        return {view: len(values) for view, (_, _, values) in self.cells.items()}
+
+    @torch.no_grad()
+    def score(self, built: Built) -> dict[str, float]:
+        """``{"val.VIEW": ..., "val_loss": ...}`` under the model's current weights (in eval
+        mode: no view dropout; put back in training mode after)."""
+        model, device = built.model, built.device
+        was_training = model.training
+        model.eval()
+        try:
+            z = {}
+            for entity, idx in self.instances.items():
+                parts = []
+                for start in range(0, len(idx), self.chunk):
+                    batch = built.batcher.make({entity: idx[start:start + self.chunk]})
+                    zs, _ = model.encode(batch)
+                    parts.append(zs[entity].float())
+                z[entity] = torch.cat(parts)
+            out: dict[str, float] = {}
+            for view, (_, _, values) in self.cells.items():
+                r, c = self.entities[view]
+                at_r, at_c = self.at[view]
+                total = 0.0
+                for start in range(0, len(values), self.CELLS):
+                    part = slice(start, start + self.CELLS)
+                    loss = model.score_cells(
+                        view, z[r], z[c], torch.from_numpy(at_r[part]).to(device),
+                        torch.from_numpy(at_c[part]).to(device),
+                        torch.from_numpy(values[part]).to(device))
+                    total += float(loss) * len(values[part])
+                out[f"val.{view}"] = total / len(values)
+        finally:
+            model.train(was_training)
+        out["val_loss"] = sum(out.values())
+        return out
+
+
 class Trainer:
     """Trains a built model, writing metrics and an atomic checkpoint every epoch.
 
@@ -154,6 +247,10 @@ class Trainer:
         self.term_scale: dict[str, float] = {}  # running mean of each term (train.balance)
         self.initial_loss: float | None = None  # the first step's (divergence guard)
         self.throughput: list[dict[str, Any]] = []  # per process, after fit
+        # train.validation: its cells, and the best epoch so far (lowest val_loss)
+        self.validation = Validation(built) if built.data.validation else None
+        self.best_epoch: int | None = None
+        self.best_val_loss: float | None = None
 
     # ------------------------------------------------------------------ state
 
@@ -174,6 +271,8 @@ class Trainer:
             "stalled": self.stalled,
             "converged": self.converged,
             "history": self.history,
+            "best_epoch": self.best_epoch,
+            "best_val_loss": self.best_val_loss,
             "world_size": self.strategy.world_size,
             "processes": self.strategy.gather(self._process_state()),
             "spec_digest": self.spec.digest_model(),
@@ -192,6 +291,8 @@ class Trainer:
         self.epoch, self.stalled = int(state["epoch"]), int(state["stalled"])
         self.converged = bool(state["converged"])
         self.history = list(state["history"])
+        self.best_epoch = state.get("best_epoch")
+        self.best_val_loss = state.get("best_val_loss")
         mine = state["processes"][self.strategy.rank]
         torch.set_rng_state(mine["torch_rng"])
         if "cuda_rng" in mine and self.built.device.type == "cuda":
@@ -202,7 +303,25 @@ class Trainer:
         state = self.run.load_checkpoint(self.built.device, spec=self.spec, model=self.model,
                                          resume=True)
         self.load_state_dict(state)
+        if self.strategy.is_main and self.best_epoch is not None:
+            self._repair_best(state)
         log.info("resumed %s after epoch %d", self.run.root, self.epoch)
+
+    def _repair_best(self, state: dict[str, Any]) -> None:
+        """The best checkpoint is written after the last one: a run killed between the two
+        writes of an epoch that was the best holds that epoch's weights in the last one
+        only; write them as the best again."""
+        saved = self.run.best_epoch_saved()
+        if saved != self.best_epoch and self.best_epoch == self.epoch:
+            log.info("writing the best checkpoint of epoch %d again (the run was stopped "
+                     "before it was written)", self.epoch)
+            self.run.save_best(self._best_state(state))
+
+    def _best_state(self, state: dict[str, Any]) -> dict[str, Any]:
+        """What ``checkpoint.best.pt`` holds: the best epoch's weights, which epoch, its
+        validation loss, the spec digest."""
+        return {"model": state["model"], "epoch": self.best_epoch,
+                "val_loss": self.best_val_loss, "spec_digest": state["spec_digest"]}
 
     # ------------------------------------------------------------------ steps
 
@@ -329,18 +448,44 @@ class Trainer:
             raise self._diverged(f"weights are no longer finite after epoch {epoch + 1} "
                                  f"({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''})")
 
+    def _validate(self) -> dict[str, float]:
+        """The validation cells' score, measured by rank 0 (every process of a job gets its
+        numbers: the stopping rule must decide alike in each)."""
+        assert self.validation is not None
+        scores = self.validation.score(self.built) if self.strategy.is_main else None
+        return self.strategy.broadcast(scores) if self.strategy.world_size > 1 else scores
+
+    def _judge(self, val_loss: float) -> bool:
+        """The stopping rule on the validation loss: an epoch that does not improve the best
+        so far by a relative ``tol`` counts towards ``patience``; whether it is the best."""
+        best = self.best_val_loss
+        finite = math.isfinite(val_loss)
+        if best is None:
+            return finite
+        gain = (best - val_loss) / max(abs(best), 1e-12) if finite else -math.inf
+        self.stalled = self.stalled + 1 if gain < self.spec.train.tol else 0
+        return finite and val_loss < best
+
     def _end_epoch(self, epoch: int, metrics: dict[str, float], seconds: float) -> None:
         self._check_epoch(epoch, metrics["loss"])
-        if self.history:
+        best = False
+        if self.validation is not None:  # the rule reads the validation loss
+            metrics = {**metrics, **self._validate()}
+            best = self._judge(metrics["val_loss"])
+        elif self.history:
             change = relative_change(self.history[-1]["loss"], metrics["loss"])
             self.stalled = self.stalled + 1 if change < self.spec.train.tol else 0
         self.converged = self.stalled >= self.spec.train.patience
         self.history.append({"epoch": epoch + 1, **metrics, "seconds": round(seconds, 4)})
         self.epoch = epoch + 1
+        if best:
+            self.best_epoch, self.best_val_loss = epoch + 1, metrics["val_loss"]
         state = self.state_dict()
         if self.strategy.is_main:
             self.run.write_metrics(self.history)
             self.run.save_checkpoint(state)
+            if best:  # after the last checkpoint, which says it is coming (resume repairs)
+                self.run.save_best(self._best_state(state))
         self._notify("on_epoch_end", epoch + 1, metrics)
 
 

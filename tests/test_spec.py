@@ -366,8 +366,8 @@ def test_set_errors_point_at_set(tmp_path):
     assert rendered(err, path) == [
         "--set train.epochs: Input should be greater than or equal to 1",
         "--set train.bogus: unknown key; known: epochs, batch_size, entity_batch, primary, "
-        "cell_batch, optimizer, tol, patience, device, precision, compile, strategy, balance, "
-        "threads, callbacks",
+        "cell_batch, optimizer, tol, patience, validation, device, precision, compile, "
+        "strategy, balance, threads, callbacks",
     ]
     assert all(i.file == "--set" and i.line is None for i in err.issues)
 
