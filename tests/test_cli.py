@@ -422,13 +422,18 @@ def test_embed_new_data_reproduces_training_embeddings(trained, tmp_path, form):
     assert out.with_suffix(".ids.txt").read_text().splitlines() == [str(i) for i in range(48)]
 
 
-def test_embed_new_data_needs_every_view(trained, tmp_path):
-    spec_path, run = trained
+def test_embed_new_data_from_some_views_says_what_it_left_out(trained, tmp_path):
+    spec_path, run = trained  # mmeda2: trained without view dropout, and told so
     result = invoke("embed", run, "--entity", "book", "--out", tmp_path / "x.npy",
                     "--data", f"text={spec_path.parent / 'text.npy'}")
-    assert result.exit_code == 1
-    assert "needs data for views ['cover', 'ratings', 'text']; missing ['cover', 'ratings']" in (
-        flat(result.output))
+    assert result.exit_code == 0, result.output
+    out = flat(result.output)
+    assert "from text only (no data for cover, ratings)" in out
+    assert "trained without view dropout" in out
+    assert np.load(tmp_path / "x.npy").shape == (48, 8)
+    result = invoke("embed", run, "--entity", "book", "--out", tmp_path / "y.npy",
+                    "--data", f"cooc={spec_path.parent / 'cooc.npy'}")
+    assert result.exit_code == 1 and "not used: ['cooc']" in flat(result.output)
 
 
 def test_embed_new_data_with_reader_row_ids(tmp_path):
