@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from test_training import KillAfter
 
 from mmfuse.api import train
 from mmfuse.build import build
 from mmfuse.errors import SpecError
-from mmfuse.plugin_api import Callback
 from mmfuse.plugins import get_plugins
 from mmfuse.spec import load_spec
 from mmfuse.training import embed_all
@@ -90,15 +90,6 @@ def test_embedding_without_a_view_leaves_it_out_of_the_fusion(multiview, tmp_pat
     # the user entity fuses one view only: leaving another out changes nothing
     assert np.array_equal(embed_all(built, "user"),
                           embed_all(built, "user", without=frozenset({"cover"})))
-
-
-class KillAfter(Callback):
-    def __init__(self, epoch):
-        self.epoch = epoch
-
-    def on_epoch_end(self, trainer, epoch, metrics):
-        if epoch == self.epoch:
-            raise KeyboardInterrupt
 
 
 def test_recipe_resumes_to_the_bit(multiview, tmp_path):

@@ -11,13 +11,13 @@ import pytest
 import scipy.sparse as sp
 import torch
 from test_holdout import write_ratings
+from test_training import KillAfter
 
 from mmfuse.api import train
 from mmfuse.build import build
 from mmfuse.data import load_data
 from mmfuse.errors import SpecError
 from mmfuse.holdout import VALIDATION_STREAM, split_view, validation_split
-from mmfuse.plugin_api import Callback
 from mmfuse.plugins import get_plugins
 from mmfuse.run import RunDir
 from mmfuse.spec import load_spec
@@ -157,22 +157,13 @@ def test_the_stopping_rule_reads_the_validation_loss(multiview, tmp_path, monkey
     assert result.trainer.best_epoch == 4
 
 
-class KillAt(Callback):
-    def __init__(self, epoch):
-        self.epoch = epoch
-
-    def on_epoch_end(self, trainer, epoch, metrics):
-        if epoch == self.epoch:
-            raise KeyboardInterrupt
-
-
 def test_a_resumed_run_with_validation_matches_an_uninterrupted_one(multiview, tmp_path,
                                                                     monkeypatch):
     sets = [*FAST, "train.epochs=3", "train.optimizer.lr=0.01"]
     full = train(load_spec(multiview, sets), tmp_path / "full", evaluate=False)
     assert full.trainer.best_epoch == 3  # the last: the torn run below has no epoch to redo
     with pytest.raises(KeyboardInterrupt):
-        train(load_spec(multiview, sets), tmp_path / "cut", callbacks=[KillAt(2)],
+        train(load_spec(multiview, sets), tmp_path / "cut", callbacks=[KillAfter(2)],
               evaluate=False)
     resumed = train(load_spec(multiview, sets), tmp_path / "cut", resume=True, evaluate=False)
     # killed between the last checkpoint of the best epoch and its best checkpoint: the
