@@ -28,7 +28,7 @@ def test_quick_bench_writes_report_results_and_plots(tmp_path):
     shutil.copy(REPO / "specs" / "goodreads.yaml", spec)
     out = tmp_path / "bench"
     args = ["bench", "--dataset", "goodreads", "--spec", str(spec), "--quick", "--seeds", "2",
-            "--methods", "best,mmeda2,convae_mf,pretrained_mf_resnet18,cmf_efficientnet_lite0,"
+            "--methods", "mmfuse,mmeda2,convae_mf,pretrained_mf_resnet18,cmf_efficientnet_lite0,"
             "mlp_efficientnet_lite0,cmfrec_efficientnet_lite0",
             "--set", "dataset.params.n_books=80", "--set", "train.epochs=1",
             "--set", "evaluate.baseline_dim=8", "--out", str(out)]
@@ -37,8 +37,8 @@ def test_quick_bench_writes_report_results_and_plots(tmp_path):
     results = json.loads((out / "results.json").read_text())
     rows = results["rows"]
     assert rows["mmeda2"]["targets"]["genre"]["accuracy"]["n"] == 2  # two seeds
-    assert rows["best"]["skipped"] is None and rows["best"]["targets"]["genre"]["f1"]["n"] == 2
-    assert rows["best"]["targets"]["rating"] != rows["mmeda2"]["targets"]["rating"]
+    assert rows["mmfuse"]["skipped"] is None and rows["mmfuse"]["targets"]["genre"]["f1"]["n"] == 2
+    assert rows["mmfuse"]["targets"]["rating"] != rows["mmeda2"]["targets"]["rating"]
     assert rows["convae_mf"]["targets"]["rating"]["mse"]["n"] == 2
     assert rows["floor"]["targets"]["genre"]["recall"]["mean"] == 1.0  # majority is fiction
     assert {"raw_cover", "raw_description", "raw_concat"} <= set(rows)
@@ -206,7 +206,7 @@ def test_bench_runs_from_another_working_directory(tmp_path, monkeypatch):
     ./data/goodreads, the report in ./bench/goodreads."""
     monkeypatch.chdir(tmp_path)
     args = ["bench", "--dataset", "goodreads", "--quick", "--seeds", "1",
-            "--methods", "cmf_resnet18,best",
+            "--methods", "cmf_resnet18,mmfuse",
             "--set", "dataset.params.n_books=60", "--set", "train.epochs=1",
             "--set", "evaluate.baselines=none"]
     result = CliRunner().invoke(app, args)
@@ -215,7 +215,7 @@ def test_bench_runs_from_another_working_directory(tmp_path, monkeypatch):
     report = (tmp_path / "bench" / "goodreads" / "report.md").read_text()
     assert "packaged goodreads.yaml" in report and "fake" not in report
     rows = json.loads((tmp_path / "bench" / "goodreads" / "results.json").read_text())["rows"]
-    assert rows["best"]["targets"]["genre"]["accuracy"]["n"] == 1
+    assert rows["mmfuse"]["targets"]["genre"]["accuracy"]["n"] == 1
 
 
 def test_cli_resume_and_interrupt_from_another_working_directory(tmp_path, monkeypatch):
