@@ -29,11 +29,11 @@ from mmfuse.spec import load_spec
 VARIANTS: dict[str, list[str]] = {
     "mmeda2": ["model.preset=mmeda2"],
     "mmfuse": ["model.preset=mmfuse"],
-    "mmfuse, cross terms": ["model.preset=mmfuse", "model.terms.cross=true"],
-    "mmfuse, no view dropout": ["model.preset=mmfuse", "model.view_dropout=0"],
-    "mmfuse, view dropout 0.5": ["model.preset=mmfuse", "model.view_dropout=0.5"],
-    "mmfuse, not scale-free": ["model.preset=mmfuse", "model.scale_free=false"],
-    "mmfuse, validation 0.1": ["model.preset=mmfuse", "train.validation=0.1"],
+    "mmfuse+cross": ["model.preset=mmfuse", "model.terms.cross=true"],
+    "mmfuse-dropout": ["model.preset=mmfuse", "model.view_dropout=0"],
+    "mmfuse+dropout0.5": ["model.preset=mmfuse", "model.view_dropout=0.5"],
+    "mmfuse-scale_free": ["model.preset=mmfuse", "model.scale_free=false"],
+    "mmfuse+validation": ["model.preset=mmfuse", "train.validation=0.1"],
 }
 #: each task's headline metric
 MAIN = {"classification": "accuracy", "regression": "r2", "multilabel": "auprc_macro"}
@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         sets = [*VARIANTS[name], *common, *(["evaluate.baselines=none"] if i else [])]
         if "model.preset=mmfuse" in sets and not args.keep_weights:
             sets += [f"views.{v}.weight=1" for v, s in base.views.items() if s.weight != 1]
-        out = args.out / base.name / name.replace(",", "").replace(" ", "_")
+        out = args.out / base.name / name
         print(f"training {name}: --set {' --set '.join(sets)}", file=sys.stderr, flush=True)
         result = train(load_spec(args.spec, sets), out)
         results[name] = result.evaluation
