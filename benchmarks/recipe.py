@@ -4,6 +4,9 @@ splits beside the raw baselines (figures only; nothing is asserted).
     .venv/bin/python benchmarks/recipe.py --spec specs/emoji.yaml [--repeats 5] \
         [--variants mmeda2,mmfuse,...] [--out /tmp/recipe]
 
+A variant already finished under ``--out`` with the same overrides is read back, not
+retrained, and an interrupted one continues from its checkpoint.
+
 Each variant is the spec with ``--set`` overrides (``VARIANTS`` below); every one trains
 with the spec's own seed and is evaluated by ``mmfuse``'s evaluation with
 ``evaluate.split.repeats`` splits (the same splits for every variant and for the raw
@@ -71,8 +74,16 @@ def main(argv: list[str] | None = None) -> int:
         if "model.preset=mmfuse" in sets and not args.keep_weights:
             sets += [f"views.{v}.weight=1" for v, s in base.views.items() if s.weight != 1]
         out = args.out / base.name / name
+        done = out / "variant.json"
+        if done.exists() and json.loads(done.read_text())["sets"] == sets:
+            # a finished variant (same overrides) is kept: rerun to resume after Ctrl-C
+            print(f"kept {name} ({out})", file=sys.stderr, flush=True)
+            results[name] = json.loads((out / "evaluation.json").read_text())
+            continue
         print(f"training {name}: --set {' --set '.join(sets)}", file=sys.stderr, flush=True)
-        result = train(load_spec(args.spec, sets), out)
+        # an interrupted variant continues from its last checkpoint
+        result = train(load_spec(args.spec, sets), out,
+                       resume=(out / "checkpoint.pt").exists())
         results[name] = result.evaluation
         (out / "variant.json").write_text(json.dumps({"name": name, "sets": sets}))
     first = results[names[0]]

@@ -69,7 +69,8 @@ def _sparse_side(matrix: MatrixData, side: str) -> sp.csr_array:
 
 def raw_features(spec: Spec, data: Data, view: str, entity: str) -> Features:
     """``n_entity × width`` float32 raw data of ``view`` for every instance of ``entity``:
-    a ``csr_array`` for a sparse view (cells not stored are 0), else a dense array."""
+    a ``csr_array`` for a sparse view (cells not stored are 0), else a dense array (zeros
+    for an instance without a tensor view, as a five-minute baseline would impute it)."""
     stored = data.views[view]
     idx = np.arange(data.sizes[entity])
     if isinstance(stored, TensorData):

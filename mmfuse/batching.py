@@ -244,9 +244,11 @@ class Batcher:
                 continue
             store = self.data.views[view]
             key = (view, role)
+            present = None  # which instances have this side (None: all)
             if role == "tensor":
                 assert isinstance(store, TensorData)
                 values, mask = store.take(idx[entity]), None
+                present = store.present(idx[entity])
             elif role == "col" and view in self.sketches:
                 values, mask = self.sketches[view][idx[entity]], None
             elif key in self.plan.sparse:
@@ -256,14 +258,19 @@ class Batcher:
                 cap = vspec.encoder_cells if rng is not None else None
                 part = read(idx[entity], cap, rng)
                 batch.sides[key] = sparse_to_device(part, dev)
+                stored = np.diff(part.indptr) if part.totals is None else part.totals
+                self._mark_present(batch, key, stored > 0)
                 continue
             else:
                 assert isinstance(store, MatrixData)
                 values, mask = store.rows(idx[entity]) if role == "row" else store.cols(idx[entity])
                 if role == "row":
                     rows_cache[view] = (values, mask)
+                if mask is not None:
+                    present = mask.any(axis=1)
             batch.sides[key] = to_device(values, dev)
             batch.masks[key] = None if mask is None else to_device(mask, dev)
+            self._mark_present(batch, key, present)
         if draws is None:
             return batch
         for view, vspec in self.spec.views.items():
@@ -277,6 +284,11 @@ class Batcher:
                 continue
             batch.cells[view] = Cells(*(torch.from_numpy(a).to(dev) for a in cells))
         return batch
+
+    def _mark_present(self, batch: Batch, key, present: np.ndarray | None) -> None:
+        """Record which instances have side ``key`` where some do not."""
+        if present is not None and not present.all():
+            batch.present[key] = torch.from_numpy(np.ascontiguousarray(present)).to(self.device)
 
     def _block_cells(self, view, idx, rows=None):
         """The observed cells of a dense view's block ``I_r × I_c``."""

@@ -369,24 +369,80 @@ def transposed(array: np.ndarray) -> np.ndarray:
 
 
 class TensorData:
-    """A tensor view: ``take(idx)`` → ``T[idx]`` in its stored dtype."""
+    """A tensor view: ``take(idx)`` → ``T[idx]`` in its stored dtype.
 
-    def __init__(self, array: np.ndarray):
+    ``rows_of`` (``instances:`` in the spec) maps each instance of the entity to its row of
+    the array, −1 for an instance without this view: ``take`` gives such an instance zeros
+    and ``present`` says which instances have the view.
+    """
+
+    def __init__(self, array: np.ndarray, rows_of: np.ndarray | None = None):
         self._array = array
-        self.shape: tuple[int, ...] = tuple(array.shape)
+        self.rows_of = rows_of
+        n = len(array) if rows_of is None else len(rows_of)
+        self.shape: tuple[int, ...] = (n, *array.shape[1:])
         self.dtype = array.dtype
 
+    @property
+    def n_present(self) -> int:
+        """Instances that have this view."""
+        return len(self._array)
+
+    def present(self, idx: np.ndarray) -> np.ndarray | None:
+        """Which of instances ``idx`` have this view (None: every one)."""
+        if self.rows_of is None:
+            return None
+        return self.rows_of[np.asarray(idx)] >= 0
+
     def take(self, idx: np.ndarray) -> np.ndarray:
-        sorted_idx, inverse = sorted_order(idx)
+        idx = np.asarray(idx)
+        if self.rows_of is None:
+            return self._read(idx)
+        rows = self.rows_of[idx]
+        have = rows >= 0
+        out = np.zeros((len(idx), *self.shape[1:]), dtype=self.dtype)
+        if have.any():
+            out[have] = self._read(rows[have])
+        return out
+
+    def _read(self, rows: np.ndarray) -> np.ndarray:
+        sorted_idx, inverse = sorted_order(rows)
         return np.asarray(self._array[sorted_idx])[inverse]
 
     def value_sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
-        """Every value of a few random instances (about ``n`` in all), as the model sees
-        them (uint8 scaled to [0, 1])."""
+        """Every value of a few random instances that have the view (about ``n`` in all), as
+        the model sees them (uint8 scaled to [0, 1])."""
         per = int(np.prod(self.shape[1:], dtype=np.int64)) or 1
-        count = min(self.shape[0], max(1, -(-n // per)))
-        values = self.take(np.sort(rng.choice(self.shape[0], count, replace=False))).ravel()
+        count = min(self.n_present, max(1, -(-n // per)))
+        values = self._read(np.sort(rng.choice(self.n_present, count, replace=False))).ravel()
         return values / 255.0 if values.dtype == np.uint8 else values.astype(np.float64)
+
+
+def instance_rows(spec: Spec, vname: str, n_rows: int, ids: dict[str, list[str]]
+                  ) -> tuple[np.ndarray | None, list[SpecIssue]]:
+    """A tensor view's ``instances``: each instance of its entity → its row of the data
+    (−1: the instance has no such view), checked against the data's rows and the ids."""
+    v = spec.views[vname]
+    loc = ("views", vname, "instances")
+    shown = spec.shown(v.instances)
+    try:
+        listed = read_ids(v.instances, shown)
+    except ValueError as exc:
+        return None, [spec.issue(loc, str(exc))]
+    if v.rows not in ids:
+        return None, [spec.issue(loc, f"`instances` names instances by id, and entity "
+                                      f"{v.rows!r} has no ids: give it an `ids` file")]
+    if len(listed) != n_rows:
+        return None, [spec.issue(loc, f"{shown} lists {len(listed):,} instances but the data "
+                                      f"has {n_rows:,} rows (one id a row, in order)")]
+    at = {name: i for i, name in enumerate(ids[v.rows])}
+    unknown = [name for name in listed if name not in at]
+    if unknown:
+        return None, [spec.issue(loc, f"{shown}: {len(unknown):,} ids are not instances of "
+                                      f"entity {v.rows!r} (first: {unknown[0]!r})")]
+    rows_of = np.full(len(at), -1, dtype=np.int64)
+    rows_of[[at[name] for name in listed]] = np.arange(n_rows)
+    return rows_of, []
 
 
 @dataclass
@@ -615,7 +671,17 @@ def load_data(spec: Spec, plugins: Plugins) -> Data:
             read = replace(read, data=train, mask=mask)
             info[vname]["validation_cells"] = len(validated[vname])
         if v.is_tensor:
-            views[vname] = TensorData(read.data)
+            rows_of = None
+            if v.instances is not None:
+                rows_of, found = instance_rows(spec, vname, len(read.data), ids)
+                issues += found
+                if found:
+                    continue
+                info[vname]["instances"] = len(read.data)
+                log.info("view %r: %s of %s %s instances have it; the others are trained "
+                         "and embedded from their other views", vname, f"{len(read.data):,}",
+                         f"{len(rows_of):,}", v.rows)
+            views[vname] = TensorData(read.data, rows_of)
         else:
             views[vname] = MatrixData(read.data, read.mask, zero_missing=v.missing == "zero")
             if read.mask is None and v.missing != "zero" and not views[vname].sparse:
@@ -775,7 +841,8 @@ def _check_view(spec, vname, read: ViewArray, sizes, ids, where: str) -> list[Sp
             msg = f"{where} has shape {list(shape)}; expected [n, {', '.join(map(str, want))}]"
             issues.append(spec.issue((*loc, "tensor", "shape"), msg))
             return issues
-        check_axis(0, v.rows, "row", read.row_ids)
+        if v.instances is None:  # else its rows are matched by ids (``instance_rows``)
+            check_axis(0, v.rows, "row", read.row_ids)
     else:
         if len(shape) != 2:
             kind = "a feature view needs 1-D or 2-D" if v.features else "a matrix view needs 2-D"

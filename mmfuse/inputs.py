@@ -68,6 +68,7 @@ class StoredTensor(TensorData):
     def __init__(self, shape: tuple[int, ...], dtype: str):
         self.shape = tuple(shape)
         self.dtype = np.dtype(dtype)
+        self.rows_of = None
 
     def take(self, idx: np.ndarray) -> np.ndarray:
         return StoredMatrix._no_cells(None)  # type: ignore[arg-type]

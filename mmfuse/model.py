@@ -65,13 +65,17 @@ class Batch:
     ``sides[(v, "col")]``
     likewise for ``X_v[:, I_c]ᵀ`` (or its sketch); ``sides[(t, "tensor")]`` is ``T[I_r]``.
     ``masks``: observed cells of a dense side (None: all).  ``cells[v]``: the observed cells
-    (and sampled negatives) of matrix view ``v`` that the step scores.
+    (and sampled negatives) of matrix view ``v`` that the step scores.  ``present[key]``:
+    (b,) bool, which instances have side ``key`` at all (a tensor view's ``instances``, a
+    matrix row or column with an observed cell); a side missing from it: every instance.
+    An instance without a side is fused from its other views and not scored on that side.
     """
 
     idx: dict[str, torch.Tensor]
     sides: dict[Key, torch.Tensor] = field(default_factory=dict)
     masks: dict[Key, torch.Tensor | None] = field(default_factory=dict)
     cells: dict[str, Cells] = field(default_factory=dict)
+    present: dict[Key, torch.Tensor] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -265,27 +269,39 @@ class FusionModel(nn.Module):
 
     # ------------------------------------------------------------------ encoding
 
-    def _kept(self, ename: str, codes: dict[Key, torch.Tensor], without: frozenset[str]
-              ) -> dict[Key, torch.Tensor]:
-        """The codes with the views in ``without`` zeroed, and, in training, each instance's
-        views dropped at the plan's rate (``view_dropout``; at least one view kept)."""
+    def _kept(self, codes: dict[Key, torch.Tensor], without: frozenset[str],
+              present: dict[Key, torch.Tensor]) -> dict[Key, torch.Tensor]:
+        """The codes an entity's fusion takes: zero where an instance lacks the side
+        (``present``) or the view is in ``without``, and, in training, each instance's views
+        dropped at the plan's rate (``view_dropout``; of the views it has, one is kept)."""
         views = list(dict.fromkeys(view for view, _ in codes))
         rate = self.plan.view_dropout if self.training else 0.0
-        if len(views) < 2 or (rate == 0 and not without):
+        lacking = [key for key in codes if key in present]
+        if len(views) < 2 or (rate == 0 and not without and not lacking):
             return codes
         b = next(iter(codes.values())).shape[0]
         device = next(iter(codes.values())).device
-        keep = torch.ones(b, len(views), dtype=torch.bool, device=device)
-        if rate > 0:
-            keep = torch.rand(b, len(views), device=device) >= rate
-            none = ~keep.any(dim=1)  # every view dropped: keep one at random
-            pick = torch.randint(len(views), (b,), device=device)
-            keep[none, pick[none]] = True
-        for j, view in enumerate(views):
-            if view in without:
-                keep[:, j] = False
         at = {view: j for j, view in enumerate(views)}
-        return {key: h * keep[:, at[key[0]], None].to(h.dtype) for key, h in codes.items()}
+        has = torch.ones(b, len(views), dtype=torch.bool, device=device)
+        if lacking:  # a view is there where any of its sides is
+            has.zero_()
+            for key in codes:
+                has[:, at[key[0]]] |= present.get(key, True)
+        keep = has.clone()
+        if rate > 0:
+            keep &= torch.rand(b, len(views), device=device) >= rate
+            none = ~keep.any(dim=1) & has.any(dim=1)  # all dropped: keep one it has
+            pick = ((torch.rand(b, len(views), device=device) * has).argmax(dim=1) if lacking
+                    else torch.randint(len(views), (b,), device=device))
+            keep[none, pick[none]] = True
+        for view in without:
+            if view in at:
+                keep[:, at[view]] = False
+        out = {}
+        for key, h in codes.items():
+            mask = keep[:, at[key[0]]] & present[key] if key in present else keep[:, at[key[0]]]
+            out[key] = h * mask[:, None].to(h.dtype)
+        return out
 
     def codes(self, batch: Batch, ename: str) -> dict[Key, torch.Tensor]:
         out = {}
@@ -313,7 +329,7 @@ class FusionModel(nn.Module):
             else:
                 c = self.codes(batch, ename)
                 codes.update(c)
-                kept = self._kept(ename, c, without)
+                kept = self._kept(c, without, batch.present)
                 zs[ename] = self.fusion[ename](torch.cat(list(kept.values()), dim=1))
         return zs, codes
 
@@ -345,7 +361,14 @@ class FusionModel(nn.Module):
             if self.plan.scale_free:
                 loss = loss / self.null_deviance[self.view_index[view]]
             return loss
-        return self._nll(view, codec.decode(h), batch.sides[key], batch.masks.get(key))
+        mask = batch.masks.get(key)
+        if role == "tensor" and key in batch.present:  # scored on the instances that have it
+            have = batch.present[key]
+            if not bool(have.any()):
+                return None
+            target = batch.sides[key]
+            mask = have.view(-1, *([1] * (target.dim() - 1))).expand_as(target)
+        return self._nll(view, codec.decode(h), batch.sides[key], mask)
 
     def _at_cells(self, batch: Batch, key: Key, codec, h) -> torch.Tensor | None:
         """A sparse side's reconstruction scored at its view's cells in the batch."""

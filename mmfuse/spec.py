@@ -158,9 +158,18 @@ class ViewSpec(_Model):
         "unbiased (neighbour sampling; embedding reads all of them); null: all")
     terms: TermsSpec = Field(default_factory=lambda: TermsSpec(),
                              description="this view's loss terms on/off (over model.terms)")
+    instances: SpecPath | None = Field(
+        None, description="tensor views held by some instances only: an ids file of the rows "
+        "entity's instances the data's rows belong to, one id a line in the data's order; the "
+        "others have no such view and are trained and embedded from their other views (a "
+        "matrix view marks such an instance by a row with no observed cell)")
 
     @model_validator(mode="after")
     def _matrix_or_tensor(self) -> ViewSpec:
+        if self.instances is not None and self.tensor is None:
+            raise ValueError("`instances` is for tensor views; a matrix view marks an instance "
+                             "without it by a row with no observed cell (all NaN, or no "
+                             "stored cell in a sparse file)")
         if self.cols is not None and self.tensor is not None:
             raise ValueError("a view has either `cols` (a matrix view) or `tensor` (a tensor view)")
         if self.features and (self.cols is not None or self.tensor is not None):

@@ -33,7 +33,7 @@ def test_spec_from_dict_errors_point_at_each_field(tmp_path):
         "<dict> entities.book.size: Input should be greater than 0",
         "<dict> views.v.colz: unknown key; did you mean 'cols'? known: rows, cols, features, "
         "tensor, source, encoder, col_encoder, likelihood, columns, sketch_dim, weight, "
-        "missing, scale, decode_from, negatives, encoder_cells, terms"]
+        "missing, scale, decode_from, negatives, encoder_cells, terms, instances"]
     with pytest.raises(mmfuse.SpecError, match="a spec is a YAML mapping"):
         mmfuse.Spec.from_dict(["not", "a", "mapping"])
     data["entities"]["book"] = {"size": 3}

@@ -67,16 +67,16 @@ def test_view_dropout_zeroes_whole_views_per_instance_and_keeps_one(multiview):
              ("ratings", "col"): torch.ones(400, 8)}
     model.train()
     torch.manual_seed(0)
-    kept = model._kept("book", codes, frozenset())
+    kept = model._kept(codes, frozenset(), {})
     on = torch.stack([kept[k][:, 0] for k in codes], dim=1)
     assert set(on.unique().tolist()) == {0.0, 1.0}
     assert (on.sum(dim=1) >= 1).all()  # never every view
     assert 0.3 < 1 - on.mean() < 0.6  # about the rate, less the rows given a view back
     assert ((kept[("cover", "tensor")] == 0).all(1) | (kept[("cover", "tensor")] == 1).all(1)).all()
     model.eval()  # embedding: nothing dropped ...
-    assert all(torch.equal(kept, codes[k]) for k, kept in model._kept("book", codes,
-                                                                     frozenset()).items())
-    gone = model._kept("book", codes, frozenset({"text"}))  # ... but what is left out
+    assert all(torch.equal(kept, codes[k])
+               for k, kept in model._kept(codes, frozenset(), {}).items())
+    gone = model._kept(codes, frozenset({"text"}), {})  # ... but what is left out
     assert gone[("text", "row")].abs().sum() == 0 and gone[("cover", "tensor")].sum() == 400 * 8
 
 

@@ -41,6 +41,12 @@ def validate_command(spec_path: SpecArg, set_: SetOpt = None,
     console.print(render_text(built.graph, spec), highlight=False)
     console.print("data: " + ", ".join(f"{v} {list(s)}" for v, s in built.data.shapes().items()),
                   highlight=False)
+    for view, info in built.data.info.items():
+        if "instances" in info:
+            rows = spec.views[view].rows
+            console.print(f"partial view: {view} is held by {info['instances']:,} of "
+                          f"{built.data.sizes[rows]:,} {rows} instances (`instances`); the "
+                          "others are fused from their other views", highlight=False)
     for view, cells in built.data.held.items():
         console.print(f"held out: {len(cells):,} cells of {view} (evaluate.holdout; not "
                       "trained on)", highlight=False)
