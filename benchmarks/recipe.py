@@ -4,7 +4,7 @@ splits beside the raw baselines (figures only; nothing is asserted).
     .venv/bin/python benchmarks/recipe.py --spec specs/emoji.yaml [--repeats 5] \
         [--variants mmeda2,mmfuse,...] [--out /tmp/recipe]
 
-A variant already finished under ``--out`` with the same overrides is read back, not
+A variant already finished under ``--out`` with the same resolved spec is read back, not
 retrained, and an interrupted one continues from its checkpoint.
 
 Each variant is the spec with ``--set`` overrides (``VARIANTS`` below); every one trains
@@ -32,6 +32,7 @@ from mmfuse.spec import load_spec
 VARIANTS: dict[str, list[str]] = {
     "mmeda2": ["model.preset=mmeda2"],
     "mmfuse": ["model.preset=mmfuse"],
+    "mmfuse-cross": ["model.preset=mmfuse", "model.terms.cross=false"],
     "mmfuse+cross": ["model.preset=mmfuse", "model.terms.cross=true"],
     "mmfuse-dropout": ["model.preset=mmfuse", "model.view_dropout=0"],
     "mmfuse+dropout0.5": ["model.preset=mmfuse", "model.view_dropout=0.5"],
@@ -74,15 +75,16 @@ def main(argv: list[str] | None = None) -> int:
         if "model.preset=mmfuse" in sets and not args.keep_weights:
             sets += [f"views.{v}.weight=1" for v, s in base.views.items() if s.weight != 1]
         out = args.out / base.name / name
-        done = out / "variant.json"
-        if done.exists() and json.loads(done.read_text())["sets"] == sets:
-            # a finished variant (same overrides) is kept: rerun to resume after Ctrl-C
+        spec = load_spec(args.spec, sets)
+        done, manifest = out / "variant.json", out / "manifest.json"
+        if done.exists() and json.loads(manifest.read_text())["spec_digest"] == spec.digest():
+            # a finished variant of the same resolved spec is kept: rerun to resume
             print(f"kept {name} ({out})", file=sys.stderr, flush=True)
             results[name] = json.loads((out / "evaluation.json").read_text())
             continue
         print(f"training {name}: --set {' --set '.join(sets)}", file=sys.stderr, flush=True)
         # an interrupted variant continues from its last checkpoint
-        result = train(load_spec(args.spec, sets), out,
+        result = train(spec, out,
                        resume=(out / "checkpoint.pt").exists())
         results[name] = result.evaluation
         (out / "variant.json").write_text(json.dumps({"name": name, "sets": sets}))

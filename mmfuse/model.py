@@ -134,6 +134,8 @@ def make_plan(spec: Spec, graph: nx.MultiDiGraph, shapes: dict[str, tuple[int, .
                else ("row", "col", "factor")) + ("cross",)
         # a feature view's own term is its rows' reconstruction: on unless switched off
         default = {"row": True} if v.features else {}
+        if preset.cross == "unfactored":  # nothing else decodes these views from z
+            default["cross"] = v.is_tensor or v.features
         terms[vname] = {t: next(x for x in (view_terms[t], model_terms[t],
                                             default.get(t, getattr(preset, t)))
                                 if x is not None) for t in own}
@@ -184,7 +186,15 @@ def make_plan(spec: Spec, graph: nx.MultiDiGraph, shapes: dict[str, tuple[int, .
             issues.append(spec.issue(("entities", ename), msg))
     k = spec.model.code_dim or spec.model.dim
     crossing = [v for v in terms if terms[v]["cross"] and decode_from.get(v, "code") == "code"]
-    if crossing and k != spec.model.dim and preset.codes == "view":
+    asked = model_terms["cross"] is not None or any(
+        spec.views[v].terms.cross is not None for v in crossing)
+    if crossing and k != spec.model.dim and preset.codes == "view" and not asked:
+        notes.append(f"cross terms of {', '.join(crossing)} (preset {preset.name}) are off: "
+                     f"they decode the fused representation (dim {spec.model.dim}) through "
+                     f"each view's decoder, which takes its {k}-wide code (code_dim)")
+        for v in crossing:
+            terms[v]["cross"] = False
+    elif crossing and k != spec.model.dim and preset.codes == "view":
         msg = (f"cross terms (on for {', '.join(crossing)}) decode the fused representation "
                f"(dim {spec.model.dim}) through each view's decoder, which takes its "
                f"{k}-wide code: set code_dim equal to dim, or `terms: {{cross: false}}`")

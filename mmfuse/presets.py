@@ -22,10 +22,11 @@ class Preset:
     factor: bool
     tensor: bool
     decode_from: Literal["code", "fused"]
-    #: every side also decoded from its entity's fused representation (``view.role.fused``;
-    #: off in mmfuse: on emoji it cost 0.03 forest accuracy, README "How the default was
-    #: chosen")
-    cross: bool = False
+    #: sides also decoded from their entity's fused representation (``view.role.fused``):
+    #: every side (True), none, or ``unfactored``: the sides of views without a factor term
+    #: (tensor and feature views), whose content nothing else asks the fused representation
+    #: to carry (mmfuse; README "How the default was chosen")
+    cross: bool | Literal["unfactored"] = False
     #: share of an instance's view codes dropped (zeroed) before fusion, per training step
     view_dropout: float = 0.0
     #: each view's terms divided by its null deviance (the loss of predicting its mean)
@@ -36,7 +37,7 @@ class Preset:
 
 PRESETS: dict[str, Preset] = {p.name: p for p in (
     Preset("mmfuse", "view", row=True, col=True, factor=True, tensor=True, decode_from="code",
-           view_dropout=0.25, scale_free=True, scale="standard"),
+           cross="unfactored", view_dropout=0.25, scale_free=True, scale="standard"),
     Preset("mmeda2", "view", row=True, col=True, factor=True, tensor=True, decode_from="code"),
     Preset("mmeda1", "view", row=False, col=False, factor=True, tensor=True,
            decode_from="fused"),

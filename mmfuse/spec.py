@@ -110,7 +110,8 @@ class TermsSpec(_Model):
     cross: bool | None = Field(
         None, description="every side of the view also decoded from its entity's fused "
         "representation z, through the side's own decoder (`VIEW.ROLE.fused`): the fusion "
-        "must carry what each view says, and under view dropout predict it from the others")
+        "must carry what each view says, and under view dropout predict it from the others; "
+        "preset mmfuse: on for tensor and feature views (no factor term decodes them from z)")
 
 
 class ViewSpec(_Model):

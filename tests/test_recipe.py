@@ -47,10 +47,21 @@ def test_cross_terms_decode_every_side_of_a_fused_entity_from_z(multiview):
     assert {"cover.tensor.fused", "text.row.fused", "ratings.col.fused",
             "text.col.fused", "cooc.row.fused", "cooc.col.fused"} <= terms.keys()
     assert "ratings.row.fused" not in terms
-    off = first_terms(build(load_spec(multiview, RECIPE), get_plugins()))  # off by default
+    # by default only for views without a factor term (the cover tensor), which nothing
+    # else decodes from z
+    default = first_terms(build(load_spec(multiview, RECIPE), get_plugins()))
+    assert [name for name in default if name.endswith(".fused")] == ["cover.tensor.fused"]
+    off = first_terms(build(load_spec(multiview, [*RECIPE, "model.terms.cross=false"]),
+                            get_plugins()))
     assert not any(name.endswith(".fused") for name in off)
     mmeda2 = first_terms(build(load_spec(multiview), get_plugins()))
     assert not any(name.endswith(".fused") for name in mmeda2)
+
+
+def test_default_cross_terms_give_way_to_a_narrower_code_with_a_note(multiview):
+    built = build(load_spec(multiview, [*RECIPE, "model.code_dim=4"]), get_plugins())
+    assert not any(built.plan.cross(key) for keys in built.plan.codes.values() for key in keys)
+    assert any("cross terms of cover (preset mmfuse) are off" in n for n in built.plan.notes)
 
 
 def test_cross_terms_need_codes_as_wide_as_the_representation(multiview):
