@@ -1,0 +1,70 @@
+"""Which planted factors of the synthetic Goodreads sample a run's book embedding holds.
+
+    .venv/bin/python benchmarks/planted_factors.py RUN [RUN ...] [--data data/goodreads]
+
+The sample (``plugins/mmfuse_goodreads/sample.py``) draws every book's latent ``u ~ N(0, I_8)``
+right after the book ids, from ``numpy.random.default_rng(seed)``; this replays that draw
+(and checks it against ``book_ids.txt``), then prints, per run, the 5-fold cross-validated R²
+of a ridge regression from the embedding to each factor (u0 hue, u1 stripes, u4
+brightness, u5 disk size: the cover; u2, u3, u6, u7: the text; u4 both), beside the PCA-50
+of the raw covers.  Figures only; nothing is asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+from sklearn.decomposition import PCA
+from sklearn.linear_model import RidgeCV
+from sklearn.model_selection import cross_val_predict
+
+FACTORS = ("u0 hue", "u1 stripes", "u2 text", "u3 text", "u4 both", "u5 disk", "u6 text",
+           "u7 text")
+
+
+def planted(root: Path) -> np.ndarray:
+    manifest = json.loads((root / "manifest.json").read_text())
+    if manifest.get("source") != "synthetic":
+        sys.exit(f"{root} holds real data: no planted factors to compare with")
+    n, seed = manifest["n_books"], manifest["seed"]
+    rng = np.random.default_rng(seed)
+    ids = rng.choice(99_900_000, size=n, replace=False) + 100_000
+    latent = rng.standard_normal((n, manifest["latent_dim"]))
+    stored = np.array([int(x) for x in (root / "book_ids.txt").read_text().split()])
+    if not np.array_equal(stored, ids):
+        sys.exit(f"{root}/book_ids.txt is not the sample's draw: the generator changed")
+    return latent
+
+
+def r2(x: np.ndarray, latent: np.ndarray) -> list[float]:
+    out = []
+    for j in range(latent.shape[1]):
+        y = latent[:, j]
+        pred = cross_val_predict(RidgeCV(alphas=np.logspace(-3, 3, 7)), x, y, cv=5)
+        out.append(1 - float(((pred - y) ** 2).mean() / y.var()))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("runs", nargs="+", type=Path)
+    parser.add_argument("--data", type=Path, default=Path("data/goodreads"))
+    args = parser.parse_args(argv)
+    latent = planted(args.data)
+    print("| features | " + " | ".join(FACTORS) + " |")
+    print("|" + " --- |" * (len(FACTORS) + 1))
+    rows = [(str(run), np.load(run / "embeddings" / "book.npy")) for run in args.runs]
+    covers = np.load(args.data / "covers.npy", mmap_mode="r")
+    flat = np.asarray(covers).reshape(len(covers), -1).astype(np.float32) / 255
+    rows.append(("PCA-50 of raw covers", PCA(50, random_state=0).fit_transform(flat)))
+    for name, x in rows:
+        print(f"| {name} | " + " | ".join(f"{v:.2f}" for v in r2(x, latent)) + " |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
