@@ -70,11 +70,13 @@ def test_a_feature_view_has_no_column_entity_code_or_factor(features_spec):
     assert plan.codes["item"] == [("morph", "row"), ("words", "row"), ("year", "row"),
                                   ("ratings", "col")]
     assert plan.factors == ["ratings"]
-    assert plan.terms["morph"] == {"row": True, "cross": False}  # no col, no factor
+    # no col, no factor; under the default preset decoded from z too (no factor term does)
+    assert plan.terms["morph"] == {"row": True, "cross": True}
+    assert plan.terms["ratings"]["cross"] is False
     result = train(spec, features_spec.parent / "run")
     terms = set(result.trainer.history[-1]) - {"epoch", "loss", "seconds"}
     assert terms == {"morph.row", "words.row", "year.row", "ratings.row", "ratings.col",
-                     "ratings.factor"}
+                     "ratings.factor", "morph.row.fused", "words.row.fused", "year.row.fused"}
     label = result.evaluation["targets"]["label"]
     assert {"accuracy", "macro_f1", "f1_class_0", "f1_class_1", "roc_auc", "auprc"} <= set(
         label["metrics"])
