@@ -70,18 +70,10 @@ def _rng(spec: HoldoutSpec, view: str, stream: tuple[int, ...] = ()) -> np.rando
 def factor_views(spec: Any) -> list[str]:
     """The matrix views between two entities whose factor term is on (the view's
     ``terms.factor``, else ``model.terms.factor``, else the preset's), in spec order."""
-    from mmfuse.presets import PRESETS
+    from mmfuse.presets import term_on
 
-    preset = PRESETS[spec.model.preset]
-    out = []
-    for name, v in spec.views.items():
-        if v.is_tensor or v.features:
-            continue
-        on = next(x for x in (v.terms.factor, spec.model.terms.factor, preset.factor)
-                  if x is not None)
-        if on:
-            out.append(name)
-    return out
+    return [name for name, v in spec.views.items()
+            if not (v.is_tensor or v.features) and term_on(spec, name, "factor")]
 
 
 def validation_split(spec: Any) -> HoldoutSpec | None:

@@ -28,7 +28,7 @@ from torch import nn
 
 from mmfuse.errors import SpecError
 from mmfuse.graph import sides_of
-from mmfuse.presets import PRESETS, Preset
+from mmfuse.presets import PRESETS, Preset, term_on
 from mmfuse.spec import Spec
 
 Key = tuple[str, str]  # (view, role) with role in row | col | tensor
@@ -120,7 +120,6 @@ class Plan:
 def make_plan(spec: Spec, graph: nx.MultiDiGraph, shapes: dict[str, tuple[int, ...]],
               sparse_views: frozenset[str] = frozenset()) -> Plan:
     preset = PRESETS[spec.model.preset]
-    model_terms = spec.model.terms.model_dump()
     issues, notes = [], []
     codes: dict[str, list[Key]] = {}
     in_shapes: dict[Key, tuple[int, ...]] = {}
@@ -129,16 +128,9 @@ def make_plan(spec: Spec, graph: nx.MultiDiGraph, shapes: dict[str, tuple[int, .
     terms: dict[str, dict[str, bool]] = {}
     for vname, v in spec.views.items():
         shape = shapes[vname]
-        view_terms = v.terms.model_dump()
         own = (("tensor",) if v.is_tensor else ("row",) if v.features
                else ("row", "col", "factor")) + ("cross",)
-        # a feature view's own term is its rows' reconstruction: on unless switched off
-        default = {"row": True} if v.features else {}
-        if preset.cross == "unfactored":  # nothing else decodes these views from z
-            default["cross"] = v.is_tensor or v.features
-        terms[vname] = {t: next(x for x in (view_terms[t], model_terms[t],
-                                            default.get(t, getattr(preset, t)))
-                                if x is not None) for t in own}
+        terms[vname] = {t: term_on(spec, vname, t) for t in own}
         if v.is_tensor:
             in_shapes[(vname, "tensor")] = tuple(shape[1:])
             decode_from[vname] = v.decode_from or preset.decode_from
@@ -186,19 +178,22 @@ def make_plan(spec: Spec, graph: nx.MultiDiGraph, shapes: dict[str, tuple[int, .
             issues.append(spec.issue(("entities", ename), msg))
     k = spec.model.code_dim or spec.model.dim
     crossing = [v for v in terms if terms[v]["cross"] and decode_from.get(v, "code") == "code"]
-    asked = model_terms["cross"] is not None or any(
-        spec.views[v].terms.cross is not None for v in crossing)
-    if crossing and k != spec.model.dim and preset.codes == "view" and not asked:
-        notes.append(f"cross terms of {', '.join(crossing)} (preset {preset.name}) are off: "
-                     f"they decode the fused representation (dim {spec.model.dim}) through "
-                     f"each view's decoder, which takes its {k}-wide code (code_dim)")
-        for v in crossing:
-            terms[v]["cross"] = False
-    elif crossing and k != spec.model.dim and preset.codes == "view":
-        msg = (f"cross terms (on for {', '.join(crossing)}) decode the fused representation "
-               f"(dim {spec.model.dim}) through each view's decoder, which takes its "
-               f"{k}-wide code: set code_dim equal to dim, or `terms: {{cross: false}}`")
-        issues.append(spec.issue(("model", "code_dim"), msg))
+    if crossing and k != spec.model.dim and preset.codes == "view":
+        asked = spec.model.terms.cross is not None or any(
+            spec.views[v].terms.cross is not None for v in crossing)
+        if asked:
+            msg = (f"cross terms (on for {', '.join(crossing)}) decode the fused "
+                   f"representation (dim {spec.model.dim}) through each view's decoder, which "
+                   f"takes its {k}-wide code: set code_dim equal to dim, or "
+                   "`terms: {cross: false}`")
+            issues.append(spec.issue(("model", "code_dim"), msg))
+        else:  # the preset's choice, not the user's: give way, and say so
+            notes.append(f"cross terms of {', '.join(crossing)} (preset {preset.name}) are "
+                         f"off: they decode the fused representation (dim {spec.model.dim}) "
+                         f"through each view's decoder, which takes its {k}-wide code "
+                         "(code_dim)")
+            for v in crossing:
+                terms[v]["cross"] = False
     if issues:
         raise SpecError(issues)
     factors = [v for v in column_mode if terms[v].get("factor", False)]
@@ -286,7 +281,7 @@ class FusionModel(nn.Module):
         dropped at the plan's rate (``view_dropout``; of the views it has, one is kept)."""
         views = list(dict.fromkeys(view for view, _ in codes))
         rate = self.plan.view_dropout if self.training else 0.0
-        lacking = [key for key in codes if key in present]
+        lacking = any(key in present for key in codes)
         if len(views) < 2 or (rate == 0 and not without and not lacking):
             return codes
         b = next(iter(codes.values())).shape[0]
@@ -307,11 +302,8 @@ class FusionModel(nn.Module):
         for view in without:
             if view in at:
                 keep[:, at[view]] = False
-        out = {}
-        for key, h in codes.items():
-            mask = keep[:, at[key[0]]] & present[key] if key in present else keep[:, at[key[0]]]
-            out[key] = h * mask[:, None].to(h.dtype)
-        return out
+        return {key: h * (keep[:, at[key[0]]] & present.get(key, True))[:, None].to(h.dtype)
+                for key, h in codes.items()}
 
     def codes(self, batch: Batch, ename: str) -> dict[Key, torch.Tensor]:
         out = {}

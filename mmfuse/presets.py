@@ -8,7 +8,10 @@ paper's models and Deep Collective Matrix Factorization.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from mmfuse.spec import Spec
 
 
 @dataclass(frozen=True)
@@ -44,3 +47,18 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
     Preset("dcmf", "entity", row=True, col=True, factor=True, tensor=False, decode_from="code"),
     Preset("cmf", "free", row=False, col=False, factor=True, tensor=False, decode_from="code"),
 )}
+
+
+def term_on(spec: Spec, view: str, term: str) -> bool:
+    """Whether ``view``'s loss term ``term`` is on: the view's ``terms``, else
+    ``model.terms``, else the preset's (a feature view's rows are reconstructed; under
+    ``cross: unfactored`` tensor and feature views are decoded from z)."""
+    v = spec.views[view]
+    preset = PRESETS[spec.model.preset]
+    default = getattr(preset, term)
+    if term == "row" and v.features:  # a feature view's own term
+        default = True
+    elif term == "cross" and preset.cross == "unfactored":  # nothing else decodes these
+        default = v.is_tensor or v.features
+    return next(x for x in (getattr(v.terms, term), getattr(spec.model.terms, term), default)
+                if x is not None)

@@ -38,7 +38,7 @@ def test_validation_cells_leave_training_and_never_meet_the_held_out_ones(multiv
     full = sp.load_npz(multiview.parent / "ratings.npz").toarray()
     val, held = data.validation["ratings"], data.held["ratings"]
     train_csr = data.views["ratings"].csr
-    training = cell_set(*np.nonzero(train_csr.toarray()))
+    training = cell_set(*train_csr.nonzero())
     v, h = cell_set(val.rows, val.cols), cell_set(held.rows, held.cols)
     assert len(v) == len(val) and v and not v & h and not v & training
     assert training | v | h == cell_set(*np.nonzero(full))  # a partition of the stored cells
@@ -74,7 +74,7 @@ def test_a_sparse_0_1_view_is_validated_against_as_many_cells_without_a_link(tmp
     assert (values[len(val):] == 0).all()
     negatives = cell_set(rows[len(val):], cols[len(val):])
     assert len(negatives) == len(val)  # distinct
-    links = cell_set(*np.nonzero(built.data.views["ratings"].csr.toarray()))
+    links = cell_set(*built.data.views["ratings"].csr.nonzero())
     links |= cell_set(val.rows, val.cols) | cell_set(held.rows, held.cols)
     assert not negatives & links
 
