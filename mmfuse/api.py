@@ -366,7 +366,8 @@ def embed_new(built: Built, entity: str, arrays: Mapping[str, np.ndarray]) -> np
     Matrix data is a dense array (NaN cells missing) or a scipy sparse matrix (cells not
     stored are missing, stored zeros observed).  Where the model fuses view codes, a view
     may be left out: the instances are embedded from the others (its codes left out of the
-    fusion, as under ``model.view_dropout`` in training).
+    fusion, as under ``model.view_dropout`` in training); so is, per instance, a matrix
+    view in which an instance has no observed cell (a row of NaN, or none stored).
     """
     plan = built.plan
     if plan.preset.codes == "free":
@@ -419,6 +420,7 @@ def embed_new(built: Built, entity: str, arrays: Mapping[str, np.ndarray]) -> np
             part = store.scale_new_rows(
                 SparseRows(csr.indptr, csr.indices, csr.data, csr.shape[1]), role)
             batch.sides[key] = sparse_to_device(part, torch.device("cpu"))
+            _mark_present(batch, key, np.diff(csr.indptr) > 0)
             continue
         if sp.issparse(array):  # a dense side: cells not stored are missing (NaN)
             array = _missing_as_nan(array)
@@ -429,8 +431,25 @@ def embed_new(built: Built, entity: str, arrays: Mapping[str, np.ndarray]) -> np
                 if store.zero_missing:  # `missing: zero`: as in training, 0 cells missing
                     array = np.where(array == 0, np.nan, array)
                 array = store.scale_new(array, role)
+                _mark_present(batch, key, ~np.isnan(array).all(axis=1))
         values = array if array.dtype == np.uint8 else np.nan_to_num(array)
         t = torch.from_numpy(np.ascontiguousarray(values))
         batch.sides[key] = t.float().div_(255.0) if t.dtype == torch.uint8 else t
+    if batch.present and len(needed) > 1:
+        has = np.zeros(count, dtype=bool)
+        for key in keys:
+            if key[0] not in missing:
+                has |= batch.present[key].numpy() if key in batch.present else True
+        if not has.all():
+            log.warning("%s of the %s new instances have no observed cell in any view: "
+                        "each is embedded as the fusion of no view (one vector for all)",
+                        f"{int((~has).sum()):,}", f"{count:,}")
     zs, _ = built.model.encode(batch, without=frozenset(missing))
     return zs[entity].float().numpy()
+
+
+def _mark_present(batch: Batch, key, present: np.ndarray) -> None:
+    """Record the instances that have side ``key`` where some do not (their code is left
+    out of the fusion, as in training)."""
+    if not present.all():
+        batch.present[key] = torch.from_numpy(np.ascontiguousarray(present))

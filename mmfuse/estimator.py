@@ -34,6 +34,7 @@ from sklearn.utils._set_output import _get_output_config
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
 from mmfuse.errors import DataError
+from mmfuse.obsm import KEY
 from mmfuse.plugin_api import ViewArray
 from mmfuse.plugins import Register, Registry, get_plugins
 from mmfuse.spec import Spec
@@ -136,6 +137,17 @@ class FusionEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         check_is_fitted(self, "model_")
         arrays, index = self._views_of(X, reset=False)
         return self._output(self._embed(arrays), index)
+
+    def write_obsm(self, mdata: Any, key: str = KEY) -> Any:
+        """Embed a MuData's observations (``transform``) into ``mdata.obsm[key]``; returns
+        ``mdata``.  After ``fit(mdata)``: ``fuse.write_obsm(mdata)``, as scanpy's tools
+        write ``X_pca``."""
+        if not _is_mudata(mdata):
+            raise ValueError(f"write_obsm takes a MuData; got {type(mdata).__name__}")
+        check_is_fitted(self, "model_")
+        arrays, _ = self._views_of(mdata, reset=False)
+        mdata.obsm[key] = self._embed(arrays)
+        return mdata
 
     def _embed(self, arrays: Mapping[str, Any]) -> np.ndarray:
         from mmfuse.api import embed_new
@@ -371,23 +383,31 @@ def _mapping_views(X: Mapping[str, Any]) -> tuple[dict[str, Any], Any]:
 
 
 def _mudata_views(mdata: Any) -> tuple[dict[str, Any], Any]:
-    """Each modality's X, its observations in the order of the MuData's."""
+    """Each modality's X, its rows the MuData's observations in their order; a modality
+    that lacks some has rows with no observed cell for them (sparse: none stored; dense:
+    NaN), which mmfuse trains and embeds from their other views."""
     import pandas as pd
 
     index = pd.Index(mdata.obs_names)
     arrays = {}
     for name, adata in mdata.mod.items():
-        obs = pd.Index(adata.obs_names)
-        if not obs.equals(index):
-            order = obs.get_indexer(index)
-            if len(obs) != len(index) or (order < 0).any():
-                raise ValueError(f"MuData modality {name!r} has {len(obs)} of the "
-                                 f"{len(index)} observations: every modality must hold "
-                                 "every observation (views cannot be missing yet)")
-            adata = adata[order]
         if adata.X is None:
             raise ValueError(f"MuData modality {name!r} has no X")
-        arrays[str(name)] = _as_array(adata.X, f"modality {name!r}")
+        data = _as_array(adata.X, f"modality {name!r}")
+        at = index.get_indexer(pd.Index(adata.obs_names))
+        if (at < 0).any():
+            raise ValueError(f"MuData modality {name!r} has observations that are not the "
+                             "MuData's; call mdata.update() after changing a modality")
+        if len(at) == len(index) and (at == np.arange(len(at))).all():
+            arrays[str(name)] = data
+        elif sp.issparse(data):
+            coo = sp.coo_array(data)
+            arrays[str(name)] = sp.csr_array((coo.data, (at[coo.row], coo.col)),
+                                             shape=(len(index), data.shape[1]))
+        else:
+            out = np.full((len(index), *data.shape[1:]), np.nan, dtype=np.float32)
+            out[at] = data
+            arrays[str(name)] = out
     return arrays, index
 
 

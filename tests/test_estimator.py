@@ -166,9 +166,22 @@ def test_a_mudata_is_a_mapping_of_its_modalities():
     reference = FusionEmbedder(dim=2, epochs=1, random_state=0, **FAST).fit_transform(
         {"text": X[:, :10], "image": X[:, 10:]})
     np.testing.assert_array_equal(z, reference)  # the image rows were put back in order
+
+    # a modality with some of the observations: the others are trained and embedded from
+    # their other views, in fit as in transform
     partial = md.MuData({"text": text, "image": image[:30]})
-    with pytest.raises(ValueError, match="modality 'image' has 30 of the 40 observations"):
-        FusionEmbedder(epochs=1, **FAST).fit(partial)
+    lacking = np.sort(order[30:])  # rows of the MuData (in `ids` order) without an image
+    fuse = FusionEmbedder(dim=2, epochs=1, random_state=0, **FAST)
+    z = fuse.fit_transform(partial)
+    assert z.shape == (40, 2) and np.isfinite(z).all()
+    np.testing.assert_allclose(fuse.transform(partial), z, rtol=1e-5, atol=1e-6)
+    from mmfuse.api import embed_new
+
+    text_only = embed_new(fuse.model_, fuse.entity_, {"text": X[lacking, :10]})
+    np.testing.assert_allclose(z[lacking], text_only, rtol=1e-5, atol=1e-6)
+    with_image = embed_new(fuse.model_, fuse.entity_, {"text": X[lacking, :10],
+                                                       "image": X[lacking, 10:]})
+    assert np.abs(with_image - text_only).max() > 1e-3  # the image does count where given
 
 
 # scikit-learn's own checks, every one that applies: all pass on this version (1.9), except

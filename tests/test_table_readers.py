@@ -145,6 +145,45 @@ def test_h5ad_and_h5mu_train_the_same_model_as_npy(tmp_path):
         embeddings(tmp_path, bad)
 
 
+def test_a_modality_with_some_observations_is_a_partial_view(tmp_path):
+    """A MuData modality that lacks some books trains the model that the same data as .npy
+    with those books' rows missing (NaN) trains; an entity with no ids file takes the
+    MuData's observations; a sparse modality gets rows with no stored cell."""
+    ad = pytest.importorskip("anndata")
+    md = pytest.importorskip("mudata")
+    data = write_arrays(tmp_path)
+    has = np.random.default_rng(4).permutation(N_BOOK)[:20]  # the books with facts
+    facts = np.full_like(data["facts"], np.nan)
+    facts[has] = data["facts"][has]
+    np.save(tmp_path / "facts.npy", facts)
+    reference = embeddings(tmp_path, NPY)
+    books = np.array(data["books"])
+    text = ad.AnnData(data["text"], obs=pd.DataFrame(index=books),
+                      var=pd.DataFrame(index=data["words"]))
+    part = ad.AnnData(data["facts"][has], obs=pd.DataFrame(index=books[has]))
+    md.MuData({"words": text, "facts": part}).write(tmp_path / "books.h5mu")
+    annotated = {"text": "{reader: mudata, path: books.h5mu, params: {modality: words}}",
+                 "facts": "{reader: mudata, path: books.h5mu}", "ratings": NPY["ratings"]}
+    assert_same(reference, embeddings(tmp_path, annotated))
+
+    out = read("mudata", tmp_path / "books.h5mu", {"modality": "facts"},
+               ctx(tmp_path, view="facts"))
+    assert out.row_ids == list(books)  # the MuData's observations, not the modality's
+    np.testing.assert_array_equal(out.mask.all(axis=1), np.isin(np.arange(N_BOOK), has))
+    np.testing.assert_array_equal(out.data[has], data["facts"][has])
+    cells = sp.csr_array(np.where(np.abs(data["text"]) > 1, 1.0, 0.0)[has])
+    sparse = ad.AnnData(cells, obs=pd.DataFrame(index=books[has]))
+    md.MuData({"words": text, "bag": sparse}).write(tmp_path / "bag.h5mu")
+    out = read("mudata", tmp_path / "bag.h5mu", {}, ctx(tmp_path, view="bag"))
+    assert out.mask is None and out.data.shape == (N_BOOK, N_WORD)
+    np.testing.assert_array_equal(out.data[has].toarray(), cells.toarray())
+    assert out.data[np.setdiff1d(np.arange(N_BOOK), has)].nnz == 0
+    stranger = ctx(tmp_path, view="bag", row_ids=[*books[:5], "x"])  # an unknown book
+    with pytest.raises(ValueError, match=r"bag\.h5mu modality 'bag': \d+ obs ids are not "
+                       r"ids of the entity"):
+        read("mudata", tmp_path / "bag.h5mu", {}, stranger)
+
+
 def ctx(tmp_path, view="v", row_ids=None, col_ids=None) -> ReadContext:
     return ReadContext(view=view, row_ids=row_ids, col_ids=col_ids, spec_dir=tmp_path)
 

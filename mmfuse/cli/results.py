@@ -12,6 +12,7 @@ import typer
 from mmfuse.cli.options import RunArg
 from mmfuse.cli.render import console, evaluation_table
 from mmfuse.errors import DataError
+from mmfuse.obsm import KEY, SUFFIXES
 
 
 def _trained(run, spec):
@@ -86,7 +87,8 @@ def new_instances(built, entity: str, data: list[str], ids_file: Path | None):
 
 def _write(out: Path, z: np.ndarray, ids: list[str]) -> None:
     if out.suffix not in (".csv", ".tsv", ".npy"):
-        raise typer.BadParameter("use .npy, .csv or .tsv", param_hint="--out")
+        raise typer.BadParameter("use .npy, .csv or .tsv (or an existing .h5ad / .h5mu file)",
+                                 param_hint="--out")
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix == ".npy":
         np.save(out, z)
@@ -101,7 +103,9 @@ def _write(out: Path, z: np.ndarray, ids: list[str]) -> None:
 def embed_command(
     run_path: RunArg,
     entity: Annotated[str, typer.Option(help="Entity to embed.")],
-    out: Annotated[Path, typer.Option(help="Output file: .npy (+ .ids.txt), .csv or .tsv.")],
+    out: Annotated[Path, typer.Option(
+        help="Output file: .npy (+ .ids.txt), .csv or .tsv; or an existing .h5ad / .h5mu "
+             "file, whose obsm gets the embeddings in the order of its observations.")],
     data: Annotated[list[str] | None, typer.Option(
         help="New instances: VIEW=FILE (repeat per view): a .npy / scipy sparse .npz in the "
              "view's input space, or raw input of a featurized view (new documents, one a "
@@ -110,6 +114,13 @@ def embed_command(
     ids: Annotated[Path | None, typer.Option(
         help="Ids of the new instances given by --data, one a line (default 0 … n-1).",
         dir_okay=False)] = None,
+    obsm: Annotated[str, typer.Option(
+        help="Key of the obsm entry, for an .h5ad / .h5mu --out.")] = KEY,
+    modality: Annotated[str | None, typer.Option(
+        help="Write into this modality's obsm (an .h5mu --out; default: the MuData's "
+             "own).")] = None,
+    replace: Annotated[bool, typer.Option(
+        "--replace", help="Replace an obsm entry of that key (default: an error).")] = False,
 ) -> None:
     """Write an entity's embeddings; with --data, embed new instances through the encoders
     (the run folder alone: its training data is not read)."""
@@ -126,6 +137,18 @@ def embed_command(
                                  param_hint="--ids")
     else:
         z, names = run.read_embeddings(entity)
+    if out.suffix in SUFFIXES:
+        from mmfuse.obsm import write
+
+        where, unused = write(out, names, z, key=obsm, modality=modality, replace=replace)
+        console.print(f"wrote {len(z) - unused} × {z.shape[1]} embeddings of {entity!r} "
+                      f"into {where}" + (f" ({unused:,} embedded ids are no observation of "
+                                         "the file: not written)" if unused else ""),
+                      highlight=False)
+        return
+    if modality is not None or replace or obsm != KEY:
+        raise typer.BadParameter("--obsm, --modality and --replace are for an .h5ad / .h5mu "
+                                 "file", param_hint="--out")
     _write(out, z, names)
     console.print(f"wrote {len(z)} × {z.shape[1]} embeddings of {entity!r} to {out}",
                   highlight=False)

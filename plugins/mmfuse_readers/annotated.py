@@ -1,11 +1,15 @@
 """AnnData (``.h5ad``) and MuData (``.h5mu``) files: ``anndata`` reads a file's ``X`` (or a
 layer, or an ``obsm`` matrix), ``mudata`` one modality of a MuData file.  Rows are the
-observations (``obs_names``), columns the variables (``var_names``).  Needs the optional
-packages (``pip install 'mmfuse[anndata]'``)."""
+observations (``obs_names``), columns the variables (``var_names``).  A MuData's modalities
+may hold some of its observations each: the entity's instances are then the MuData's
+observations, and those a modality lacks have no cell of that view (trained and embedded from
+their other views).  Needs the optional packages (``pip install 'mmfuse[anndata]'``)."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +20,9 @@ from pydantic import model_validator
 from mmfuse.plugin_api import ReadContext, ReaderParams, ViewArray, reader_params
 
 from .arrays import _require
-from .ids import order_by_ids
+from .ids import order_by_ids, positions_of
+
+log = logging.getLogger(__name__)
 
 
 class AnndataParams(ReaderParams):
@@ -42,12 +48,14 @@ def _package(name: str):
                          "pip install 'mmfuse[anndata]'") from None
 
 
-def from_anndata(adata: Any, params: Mapping[str, Any], ctx: ReadContext, where: str
-                 ) -> ViewArray:
+def from_anndata(adata: Any, params: Mapping[str, Any], ctx: ReadContext, where: str,
+                 partial: bool = False) -> ViewArray:
     """An AnnData's ``X`` (``layer``: one of its layers; ``obsm``: an ``obsm`` matrix, whose
     columns are no variables) with its rows, and columns, in the order of the entities'
     ids (every id must be there once; an entity with no ids file takes them from here).
-    A sparse matrix's cells not stored are missing, as for ``npz``."""
+    A sparse matrix's cells not stored are missing, as for ``npz``.  ``partial``: the
+    observations may be some of the row entity's instances; the others get rows with no
+    observed cell."""
     if params.get("layer") is not None and params.get("obsm") is not None:
         raise ValueError(f"{where}: give `layer` or `obsm`, not both")
     col_ids: list[str] | None = None
@@ -67,13 +75,41 @@ def from_anndata(adata: Any, params: Mapping[str, Any], ctx: ReadContext, where:
         data, col_ids = adata.X, [str(v) for v in adata.var_names]
     data = sp.csr_array(data) if sp.issparse(data) else np.asarray(data)
     row_ids = [str(o) for o in adata.obs_names]
+    mask = None
+    if partial and ctx.row_ids is not None and len(row_ids) < len(ctx.row_ids):
+        data, mask = _spread(data, positions_of(row_ids, ctx.row_ids, where, "obs"),
+                             len(ctx.row_ids))
+        log.info("%s holds %s of the %s observations; the others are trained and embedded "
+                 "from their other views", where, f"{len(row_ids):,}", f"{len(ctx.row_ids):,}")
+        row_ids = list(ctx.row_ids)
     rows = order_by_ids(row_ids, ctx.row_ids, where, "obs")
     if rows is not None:
         data, row_ids = data[rows], list(ctx.row_ids)
     if col_ids is not None and ctx.col_ids is not None:
         cols = order_by_ids(col_ids, ctx.col_ids, where, "var")
         data, col_ids = data[:, cols], list(ctx.col_ids)
-    return ViewArray(data=data, row_ids=row_ids, col_ids=col_ids)
+        mask = None if mask is None else mask[:, cols]
+    return ViewArray(data=data, mask=mask, row_ids=row_ids, col_ids=col_ids)
+
+
+def _spread(data: Any, at: np.ndarray, n: int) -> tuple[Any, np.ndarray | None]:
+    """``data``'s rows at positions ``at`` of ``n`` rows; the other rows have no observed
+    cell (sparse: none stored; dense: masked)."""
+    if sp.issparse(data):
+        coo = sp.coo_array(data)
+        return sp.csr_array((coo.data, (at[coo.row], coo.col)), shape=(n, data.shape[1])), None
+    out = np.zeros((n, *data.shape[1:]), dtype=data.dtype)
+    out[at] = data
+    mask = np.zeros(out.shape, dtype=bool)
+    mask[at] = True
+    return out, mask
+
+
+def _observations(path: Path) -> list[str]:
+    """A MuData file's observations (the union of its modalities')."""
+    io = _package("anndata").io
+    with _package("h5py").File(path, "r") as fh:
+        return [str(o) for o in io.read_elem(fh["obs"]).index]
 
 
 def _chosen(params: Mapping[str, Any]) -> dict[str, str]:
@@ -94,8 +130,9 @@ def read_anndata(path: Path | None, params: Mapping[str, Any], ctx: ReadContext
 @reader_params(MudataParams)
 def read_mudata(path: Path | None, params: Mapping[str, Any], ctx: ReadContext) -> ViewArray:
     """One modality of an ``.h5mu`` file: its observations are the view's rows (the
-    entity), its variables the columns.  params: ``modality`` (default: the view's name),
-    ``layer`` or ``obsm`` (default: ``X``)."""
+    entity), its variables the columns.  An entity with no ids file takes the MuData's
+    observations; a modality may hold some of them.  params: ``modality`` (default: the
+    view's name), ``layer`` or ``obsm`` (default: ``X``)."""
     path = _require(path)
     mudata = _package("mudata")
     modality = params["modality"] or ctx.view
@@ -105,6 +142,8 @@ def read_mudata(path: Path | None, params: Mapping[str, Any], ctx: ReadContext) 
         raise ValueError(f"{path.name}: no modality {modality!r}; it has "
                          f"{', '.join(known) or '(none)'} (params.modality names one)")
     adata = mudata.read_h5ad(path, modality)
-    out = from_anndata(adata, params, ctx, f"{path.name} modality {modality!r}")
+    if ctx.row_ids is None:
+        ctx = replace(ctx, row_ids=_observations(path))
+    out = from_anndata(adata, params, ctx, f"{path.name} modality {modality!r}", partial=True)
     out.info = {"file": str(path), "modality": modality, **_chosen(params)}
     return out

@@ -42,6 +42,21 @@ def order_by_ids(found: Sequence[str], known: Sequence[str] | None, where: str, 
     return order
 
 
+
+def positions_of(found: Sequence[str], known: Sequence[str], where: str, what: str
+                 ) -> np.ndarray:
+    """The position among the entity's ids ``known`` of each id in ``found``, a source that
+    may hold some of the entity's instances only (a MuData modality); an id that is not
+    the entity's is a ValueError naming ``where``."""
+    unique_ids(found, where, what)
+    at = pd.Index(known).get_indexer(pd.Index(found))
+    if (at < 0).any():
+        unknown = [f for f, a in zip(found, at, strict=True) if a < 0]
+        raise ValueError(f"{where}: {len(unknown)} {what} ids are not ids of the entity, e.g. "
+                         f"{unknown[0]!r} (the entity's ids look like "
+                         f"{', '.join(repr(k) for k in known[:3])})")
+    return at
+
 def codes(values: pd.Series, known: Sequence[str] | None, where: str, what: str
           ) -> tuple[np.ndarray, list[str]]:
     """The position of each id of ``values`` among the entity's ids ``known`` (None: the
