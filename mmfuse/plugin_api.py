@@ -352,7 +352,10 @@ class Callback:
     :class:`mmfuse.training.Trainer`; ``terms``/``metrics`` map loss term names (``loss``,
     ``view.row``, ``view.factor``, ...) to the step's value / the epoch's mean.  In a job of
     several processes (``train.strategy: ddp``) only rank 0's observers are called: a step's
-    terms are rank 0's, an epoch's metrics the mean over every process."""
+    terms are rank 0's, an epoch's metrics the mean over every process.  A step's ``terms``
+    are read from the device when first looked at (all at once); on an accelerator each
+    read waits for the device, so an observer that runs every step should look at them
+    only now and then (the progress bar: twice a second)."""
 
     def on_train_start(self, trainer: Any) -> None:
         pass

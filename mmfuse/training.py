@@ -10,7 +10,7 @@ import socket
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -31,6 +31,11 @@ log = logging.getLogger(__name__)
 #: An epoch whose mean loss is this many times the first epoch's has diverged (a loss only
 #: grows like this when the steps overshoot: the learning rate is too high).
 DIVERGED = 1e3
+#: On an accelerator the step's loss terms stay on the device, summed there, and are read
+#: (one transfer for all of them) every this many steps and at the epoch's end, not at
+#: every step: each read waits for the device to finish.  On the CPU a read costs nothing
+#: and every step is checked.
+READ_EVERY = 50
 
 
 class TrainingError(MmfuseError):
@@ -219,6 +224,31 @@ class Validation:
         return out
 
 
+class StepTerms(Mapping[str, float]):
+    """One step's loss terms (``loss`` and each term) as floats, read from the device on
+    first access, all at once: an observer that does not look costs no transfer."""
+
+    def __init__(self, tensors: dict[str, torch.Tensor]):
+        self._tensors = tensors
+        self._values: dict[str, float] | None = None
+
+    def _read(self) -> dict[str, float]:
+        if self._values is None:
+            keys = list(self._tensors)
+            values = torch.stack([self._tensors[k].float() for k in keys]).tolist()
+            self._values = dict(zip(keys, values, strict=True))
+        return self._values
+
+    def __getitem__(self, key: str) -> float:
+        return self._read()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._tensors)
+
+    def __len__(self) -> int:
+        return len(self._tensors)
+
+
 class Trainer:
     """Trains a built model, writing metrics and an atomic checkpoint every epoch.
 
@@ -246,6 +276,7 @@ class Trainer:
         self.converged = False
         self.term_scale: dict[str, float] = {}  # running mean of each term (train.balance)
         self.initial_loss: float | None = None  # the first step's (divergence guard)
+        self.read_every = 1 if built.device.type == "cpu" else READ_EVERY  # steps a read
         self.throughput: list[dict[str, Any]] = []  # per process, after fit
         # train.validation: its cells, and the best epoch so far (lowest val_loss)
         self.validation = Validation(built) if built.data.validation else None
@@ -373,7 +404,7 @@ class Trainer:
             epoch = self.epoch
             started = time.perf_counter()
             self.model.train()
-            sums: dict[str, float] = defaultdict(float)
+            sums: dict[str, torch.Tensor] = {}  # on the device (READ_EVERY)
             steps = 0
             self._notify("on_epoch_start", epoch + 1, batcher.steps_per_epoch())
             # batches are made in a background thread beside an accelerator; on the CPU
@@ -382,31 +413,50 @@ class Trainer:
             batches = batcher.epoch(epoch)
             if self.built.device.type != "cpu":
                 batches = prefetch(batches)
+            read_every = self.read_every
             for batch in batches:
-                terms = {k: float(v) for k, v in self._step(batch).items()}
-                if not math.isfinite(terms["loss"]):
-                    bad = ", ".join(k for k, v in terms.items() if not math.isfinite(v))
-                    raise self._diverged(f"the loss is not finite at epoch {epoch + 1}, step "
-                                         f"{steps + 1} ({bad})")
+                tensors = self._step(batch)
+                for k, v in tensors.items():
+                    v = v.to(self._sum_dtype)
+                    sums[k] = sums[k] + v if k in sums else v
+                steps += 1
+                terms = StepTerms(tensors)
                 if self.initial_loss is None:
                     self.initial_loss = terms["loss"]
-                for k, v in terms.items():
-                    sums[k] += v
-                steps += 1
+                if steps % read_every == 0:
+                    self._check_finite(sums, terms, epoch, steps, read_every)
                 self._notify("on_step_end", steps, terms)
                 if signals:
                     log.info("stopping at epoch %d, step %d (signal %d)", epoch + 1, steps,
                              signals[0])
                     raise _interruption(signals[0])
+            if steps % read_every:  # the steps since the last read
+                self._check_finite(sums, terms, epoch, steps, read_every)
             seconds = time.perf_counter() - started
             steps_run, seconds_run = steps_run + steps, seconds_run + seconds
             self._end_epoch(epoch, self._epoch_means(sums, steps), seconds)
         self.throughput = self.strategy.gather(self._rates(steps_run, seconds_run))
         self._notify("on_train_end")
 
-    def _epoch_means(self, sums: dict[str, float], steps: int) -> dict[str, float]:
+    @property
+    def _sum_dtype(self) -> torch.dtype:
+        """Loss terms are summed in float64 (float32 where the device has none)."""
+        return torch.float32 if self.built.device.type == "mps" else torch.float64
+
+    def _check_finite(self, sums: dict[str, torch.Tensor], terms: StepTerms, epoch: int,
+                      steps: int, read_every: int) -> None:
+        """Stop where the epoch's summed loss is no longer finite (one read)."""
+        if math.isfinite(float(sums["loss"])):
+            return
+        bad = ", ".join(k for k, v in terms.items() if not math.isfinite(v)) or "an earlier step"
+        where = f"step {steps}" if read_every == 1 else f"by step {steps}"
+        raise self._diverged(f"the loss is not finite at epoch {epoch + 1}, {where} ({bad})")
+
+    def _epoch_means(self, sums: dict[str, torch.Tensor], steps: int) -> dict[str, float]:
         """Each term's mean over the epoch's steps, in every process of the job."""
-        parts = self.strategy.gather((dict(sums), steps))
+        read = dict(zip(sums, torch.stack(list(sums.values())).tolist(), strict=True)) \
+            if sums else {}
+        parts = self.strategy.gather((read, steps))
         keys = list(dict.fromkeys(k for part, _ in parts for k in part))
         total = sum(n for _, n in parts)
         return {k: sum(part.get(k, 0.0) for part, _ in parts) / total for k in keys}

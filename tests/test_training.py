@@ -13,7 +13,7 @@ from mmfuse.api import train
 from mmfuse.errors import MmfuseError
 from mmfuse.plugin_api import Callback
 from mmfuse.spec import load_spec
-from mmfuse.training import TrainingError
+from mmfuse.training import StepTerms, TrainingError
 
 
 def embeddings(run, entity="book"):
@@ -160,3 +160,34 @@ def test_non_finite_weights_stop_the_run(multiview, tmp_path):
     with pytest.raises(TrainingError, match="weights are no longer finite after epoch 2"):
         train(load_spec(multiview, ["train.epochs=3"]), tmp_path / "run", callbacks=[Poison()])
     assert torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["epoch"] == 1
+
+
+@pytest.mark.parametrize(("read_every", "where"), [(1, "step 3"), (3, "by step 3"),
+                                                   (100, "by step 4")])
+def test_a_non_finite_loss_stops_the_run_at_the_next_read(multiview, tmp_path, read_every,
+                                                          where):
+    """On an accelerator the terms are read every READ_EVERY steps and at the epoch's end
+    (4 steps an epoch at batch size 8); the first epoch's checkpoint is never written."""
+    class Poison(Callback):
+        def on_train_start(self, trainer):
+            trainer.read_every = read_every
+
+        def on_step_end(self, trainer, step, terms):
+            if step == 2:
+                next(trainer.model.parameters()).data.fill_(float("nan"))
+
+    with pytest.raises(TrainingError, match=f"the loss is not finite at epoch 1, {where} "
+                       r"\(loss, "):
+        train(load_spec(multiview, ["train.batch_size=8"]), tmp_path / "run",
+              callbacks=[Poison()])
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()
+
+
+def test_step_terms_are_read_once_all_together():
+    terms = StepTerms({"loss": torch.tensor(3.0), "a.row": torch.tensor(1.0),
+                       "a.factor": torch.tensor(2.0, dtype=torch.float64)})
+    assert list(terms) == ["loss", "a.row", "a.factor"] and len(terms) == 3
+    assert terms._values is None  # nothing read until asked
+    assert dict(terms) == {"loss": 3.0, "a.row": 1.0, "a.factor": 2.0}
+    first = terms._values
+    assert terms["a.row"] == 1.0 and terms._values is first  # no second read

@@ -17,6 +17,9 @@ from rich.progress import (
 from mmfuse.cli.render import clock, err_console
 from mmfuse.plugin_api import Callback
 
+#: Seconds between two reads of the step's loss for the bar.
+READ = 0.5
+
 
 def format_terms(terms: Mapping[str, float]) -> str:
     return "  ".join(f"{k} {v:.4g}" for k, v in terms.items())
@@ -38,6 +41,8 @@ class ProgressBar(Callback):
         self.task = None
         self.run_started = 0.0
         self.steps_run = 0  # in this process's run (a resumed run counts from its resume)
+        self.loss_read = -1.0  # when the shown loss was read (READ: not at every step)
+        self.loss = ""
 
     def on_train_start(self, trainer) -> None:
         self.run_started = time.perf_counter()
@@ -58,9 +63,11 @@ class ProgressBar(Callback):
         self.steps_run += 1
         per_step = (time.perf_counter() - self.run_started) / self.steps_run
         left = ((self.total_epochs - trainer.epoch) * batcher.steps_per_epoch() - step) * per_step
+        now = time.perf_counter()
+        if now - self.loss_read >= READ:  # a read waits for an accelerator to finish
+            self.loss, self.loss_read = f"loss {terms['loss']:.4g}  ", now
         self.progress.update(self.task, completed=step,
-                             terms=f"loss {terms['loss']:.4g}  {rate:,.0f} {unit}/s  "
-                                   f"run left ≈{clock(left)}")
+                             terms=f"{self.loss}{rate:,.0f} {unit}/s  run left ≈{clock(left)}")
 
     def on_epoch_end(self, trainer, epoch, metrics) -> None:
         note = "  (converged)" if trainer.converged else ""
