@@ -14,12 +14,13 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 from sklearn.decomposition import PCA
 from sklearn.preprocessing import StandardScaler
 
+from mmfuse.baselines import raw_features
 from mmfuse.build import build
-from mmfuse.data import MatrixData
 from mmfuse.evaluate import evaluate_target
 from mmfuse.plugins import get_plugins
 from mmfuse.run import RunDir
@@ -66,14 +67,14 @@ def main() -> None:
              for v in views]
     rows += [(f"code of {v}.{role}", h) for (v, role), h in view_codes(built, target.entity)
              .items()]
-    for v in views:  # the references: a matrix view's raw rows, and their PCA
-        store = built.data.views[v]
-        if spec.views[v].rows == target.entity and isinstance(store, MatrixData):
-            raw = store.rows(np.arange(store.shape[0]), scaled=False)[0]
-            rows.append((f"raw {v}", raw))
-            k = min(spec.model.dim, *raw.shape)
-            rows.append((f"PCA-{k} of raw {v} (standardised)",
-                         PCA(k, random_state=0).fit_transform(StandardScaler().fit_transform(raw))))
+    for v in views:  # the references: each view's raw data as evaluate's baselines take it
+        raw = raw_features(spec, built.data, v, target.entity)
+        if sp.issparse(raw) or spec.views[v].is_tensor:
+            continue
+        rows.append((f"raw {v}", raw))
+        k = min(spec.model.dim, *raw.shape)
+        rows.append((f"PCA-{k} of raw {v} (standardised)",
+                     PCA(k, random_state=0).fit_transform(StandardScaler().fit_transform(raw))))
     print(f"{a.run}: target {name} ({target.probe}), {a.repeats} splits\n")
     print("| features | dims | metric | mean ± std |\n| --- | --- | --- | --- |")
     for label, x in rows:
