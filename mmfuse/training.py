@@ -413,7 +413,6 @@ class Trainer:
             batches = batcher.epoch(epoch)
             if self.built.device.type != "cpu":
                 batches = prefetch(batches)
-            read_every = self.read_every
             for batch in batches:
                 tensors = self._step(batch)
                 for k, v in tensors.items():
@@ -423,15 +422,15 @@ class Trainer:
                 terms = StepTerms(tensors)
                 if self.initial_loss is None:
                     self.initial_loss = terms["loss"]
-                if steps % read_every == 0:
-                    self._check_finite(sums, terms, epoch, steps, read_every)
+                if steps % self.read_every == 0:
+                    self._check_finite(sums, terms, epoch, steps)
                 self._notify("on_step_end", steps, terms)
                 if signals:
                     log.info("stopping at epoch %d, step %d (signal %d)", epoch + 1, steps,
                              signals[0])
                     raise _interruption(signals[0])
-            if steps % read_every:  # the steps since the last read
-                self._check_finite(sums, terms, epoch, steps, read_every)
+            if steps % self.read_every:  # the steps since the last read
+                self._check_finite(sums, terms, epoch, steps)
             seconds = time.perf_counter() - started
             steps_run, seconds_run = steps_run + steps, seconds_run + seconds
             self._end_epoch(epoch, self._epoch_means(sums, steps), seconds)
@@ -444,12 +443,12 @@ class Trainer:
         return torch.float32 if self.built.device.type == "mps" else torch.float64
 
     def _check_finite(self, sums: dict[str, torch.Tensor], terms: StepTerms, epoch: int,
-                      steps: int, read_every: int) -> None:
+                      steps: int) -> None:
         """Stop where the epoch's summed loss is no longer finite (one read)."""
         if math.isfinite(float(sums["loss"])):
             return
         bad = ", ".join(k for k, v in terms.items() if not math.isfinite(v)) or "an earlier step"
-        where = f"step {steps}" if read_every == 1 else f"by step {steps}"
+        where = f"step {steps}" if self.read_every == 1 else f"by step {steps}"
         raise self._diverged(f"the loss is not finite at epoch {epoch + 1}, {where} ({bad})")
 
     def _epoch_means(self, sums: dict[str, torch.Tensor], steps: int) -> dict[str, float]:

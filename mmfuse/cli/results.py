@@ -12,7 +12,7 @@ import typer
 from mmfuse.cli.options import RunArg
 from mmfuse.cli.render import console, evaluation_table
 from mmfuse.errors import DataError
-from mmfuse.obsm import KEY, SUFFIXES
+from mmfuse.obsm import KEY, SUFFIXES, write
 
 
 def _trained(run, spec):
@@ -138,8 +138,6 @@ def embed_command(
     else:
         z, names = run.read_embeddings(entity)
     if out.suffix in SUFFIXES:
-        from mmfuse.obsm import write
-
         where, unused = write(out, names, z, key=obsm, modality=modality, replace=replace)
         console.print(f"wrote {len(z) - unused} × {z.shape[1]} embeddings of {entity!r} "
                       f"into {where}" + (f" ({unused:,} embedded ids are no observation of "

@@ -81,10 +81,11 @@ def from_anndata(adata: Any, params: Mapping[str, Any], ctx: ReadContext, where:
                              len(ctx.row_ids))
         log.info("%s holds %s of the %s observations; the others are trained and embedded "
                  "from their other views", where, f"{len(row_ids):,}", f"{len(ctx.row_ids):,}")
-        row_ids = list(ctx.row_ids)
-    rows = order_by_ids(row_ids, ctx.row_ids, where, "obs")
-    if rows is not None:
-        data, row_ids = data[rows], list(ctx.row_ids)
+        row_ids = list(ctx.row_ids)  # placed in the entity's order already
+    else:
+        rows = order_by_ids(row_ids, ctx.row_ids, where, "obs")
+        if rows is not None:
+            data, row_ids = data[rows], list(ctx.row_ids)
     if col_ids is not None and ctx.col_ids is not None:
         cols = order_by_ids(col_ids, ctx.col_ids, where, "var")
         data, col_ids = data[:, cols], list(ctx.col_ids)
@@ -105,11 +106,10 @@ def _spread(data: Any, at: np.ndarray, n: int) -> tuple[Any, np.ndarray | None]:
     return out, mask
 
 
-def _observations(path: Path) -> list[str]:
-    """A MuData file's observations (the union of its modalities')."""
-    io = _package("anndata").io
-    with _package("h5py").File(path, "r") as fh:
-        return [str(o) for o in io.read_elem(fh["obs"]).index]
+def _observations(fh: Any) -> list[str]:
+    """A MuData file's observations (the union of its modalities'), from its open h5py
+    file."""
+    return [str(o) for o in _package("anndata").io.read_elem(fh["obs"]).index]
 
 
 def _chosen(params: Mapping[str, Any]) -> dict[str, str]:
@@ -138,12 +138,12 @@ def read_mudata(path: Path | None, params: Mapping[str, Any], ctx: ReadContext) 
     modality = params["modality"] or ctx.view
     with _package("h5py").File(path, "r") as fh:
         known = sorted(fh["mod"]) if "mod" in fh else []
+        if modality in known and ctx.row_ids is None:
+            ctx = replace(ctx, row_ids=_observations(fh))
     if modality not in known:
         raise ValueError(f"{path.name}: no modality {modality!r}; it has "
                          f"{', '.join(known) or '(none)'} (params.modality names one)")
     adata = mudata.read_h5ad(path, modality)
-    if ctx.row_ids is None:
-        ctx = replace(ctx, row_ids=_observations(path))
     out = from_anndata(adata, params, ctx, f"{path.name} modality {modality!r}", partial=True)
     out.info = {"file": str(path), "modality": modality, **_chosen(params)}
     return out

@@ -29,11 +29,7 @@ def order_by_ids(found: Sequence[str], known: Sequence[str] | None, where: str, 
     if known is None:
         return None
     index = pd.Index(found)
-    unknown = index.difference(pd.Index(known), sort=False)
-    if len(unknown):
-        raise ValueError(f"{where}: {len(unknown)} {what} ids are not ids of the entity, e.g. "
-                         f"{_example(unknown)} (the entity's ids look like "
-                         f"{', '.join(repr(k) for k in known[:3])})")
+    _known_only(index, known, where, what)
     order = index.get_indexer(pd.Index(known))
     if (order < 0).any():
         absent = [k for k, o in zip(known, order, strict=True) if o < 0]
@@ -49,13 +45,20 @@ def positions_of(found: Sequence[str], known: Sequence[str], where: str, what: s
     may hold some of the entity's instances only (a MuData modality); an id that is not
     the entity's is a ValueError naming ``where``."""
     unique_ids(found, where, what)
-    at = pd.Index(known).get_indexer(pd.Index(found))
-    if (at < 0).any():
-        unknown = [f for f, a in zip(found, at, strict=True) if a < 0]
+    index = pd.Index(found)
+    _known_only(index, known, where, what)
+    return pd.Index(known).get_indexer(index)
+
+
+def _known_only(found: pd.Index, known: Sequence[str], where: str, what: str) -> None:
+    """Every id in ``found`` is one of the entity's ids ``known``; else a ValueError naming
+    ``where``, how many and an example id."""
+    unknown = found.difference(pd.Index(known), sort=False)
+    if len(unknown):
         raise ValueError(f"{where}: {len(unknown)} {what} ids are not ids of the entity, e.g. "
-                         f"{unknown[0]!r} (the entity's ids look like "
+                         f"{_example(unknown)} (the entity's ids look like "
                          f"{', '.join(repr(k) for k in known[:3])})")
-    return at
+
 
 def codes(values: pd.Series, known: Sequence[str] | None, where: str, what: str
           ) -> tuple[np.ndarray, list[str]]:
