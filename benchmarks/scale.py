@@ -218,9 +218,12 @@ def child_steps(a: dict[str, Any]) -> dict[str, Any]:
             self.seen, self.timed, self.total = 0, 0, 0.0
             self.last: float | None = None
             self.started: float | None = None
+            self.batch = 0
 
         def on_train_start(self, trainer: Any) -> None:
             self.started = time.perf_counter()
+            batcher = trainer.built.batcher
+            self.batch = batcher.batch_sizes[batcher.primary]
 
         def on_epoch_start(self, trainer: Any, epoch: int, steps: int) -> None:
             self.last = None
@@ -236,7 +239,6 @@ def child_steps(a: dict[str, Any]) -> dict[str, Any]:
                 raise _Enough
 
     spec = load_spec(a["spec"], a["overrides"])
-    batch = spec.train.entity_batch.get("item", spec.train.batch_size)
     timer = StepTimer()
     start = time.perf_counter()
     with contextlib.suppress(_Enough):
@@ -244,6 +246,7 @@ def child_steps(a: dict[str, Any]) -> dict[str, Any]:
     if not timer.timed:
         return {"failed": "training ended before any step was timed"}
     per_step = timer.total / timer.timed
+    batch = timer.batch
     manifest = json.loads((Path(a["out"]) / "manifest.json").read_text())
     return {"setup_s": (timer.started or start) - start, "us_per_instance": 1e6 * per_step / batch,
             "steps": timer.timed, "batch": batch, "notes": manifest["model"].get("notes", [])}

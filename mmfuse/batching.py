@@ -2,7 +2,11 @@
 
 The epoch runs over the primary: an entity (a permutation of its instances, ``batch_size``
 a step) or a sparse matrix view (a permutation of its stored cells, ``cell_batch`` a step);
-by default an entity (:func:`default_primary`).
+by default an entity (:func:`default_primary`).  A sparse primary's steps are sized in
+cells unless the spec sizes them: a primary entity's batch holds about ``cell_batch`` of its
+stored cells (20,000 by default, cut to a 50th of the epoch on small data but not under 50
+instances, or 4,096 cells for a primary view: :func:`grown`), and the default learning rate
+follows the step's cells (:func:`mmfuse.optim.default_lr`).
 Every other entity walks through its own permutation (entities no larger than their batch
 are taken whole).  A sparse view whose rows (or columns) are the primary entity gives a step
 every stored cell of the step's instances (a row block: each row is encoded once an epoch,
@@ -105,17 +109,30 @@ def default_primary(spec: Spec, data: Data, batch_sizes: dict[str, int]) -> str:
     return max(steps, key=lambda k: steps[k])
 
 
+BATCH = 50  # instances a step, by default
+STEP_CELLS = 20_000  # cells a step of a sparse primary aims at, by default (train.cell_batch)
+MIN_CELLS = 4_096  # ... and takes at least (where the epoch holds them)
+MIN_STEPS = 50  # a default sparse step is cut so that an epoch takes at least this many
+
+
+def grown(floor: int, epoch: int, aim: float) -> int:
+    """A default step: ``aim``, but no more than ``1/MIN_STEPS`` of the ``epoch`` (so small
+    data still takes many steps an epoch), and no less than ``floor``."""
+    return max(1, min(math.ceil(aim), max(floor, math.ceil(epoch / MIN_STEPS))))
+
+
 class Batcher:
     def __init__(self, spec: Spec, data: Data, plan: Plan, device: torch.device,
                  shard: tuple[int, int] = (0, 1)):
         self.spec, self.data, self.plan, self.device = spec, data, plan, device
         self.rank, self.world = shard  # this process's shard of each epoch, of how many
         sizes = data.sizes
+        train = spec.train
         self.batch_sizes = {
-            e: min(n, spec.train.entity_batch.get(e, spec.train.batch_size))
+            e: min(n, train.entity_batch.get(e, train.batch_size or BATCH))
             for e, n in sizes.items()
         }
-        self.primary = spec.train.primary or default_primary(spec, data, self.batch_sizes)
+        self.primary = train.primary or default_primary(spec, data, self.batch_sizes)
         self.inputs = plan.inputs()
         self.sketches = {
             v: data.views[v].sketch(spec.views[v].sketch_dim, spec.seed)  # (n_c, s)
@@ -132,6 +149,40 @@ class Batcher:
                 vspec = spec.views[v]
                 if self.primary in (vspec.rows, vspec.cols):
                     self.blocked[v] = 0 if vspec.rows == self.primary else 1
+        self.cell_batch = self._cell_batch()
+        if self.blocked and train.batch_size is None and self.primary not in train.entity_batch:
+            self.batch_sizes[self.primary] = self._cells_to_instances()
+
+    def _cell_batch(self) -> int:
+        """Cells a step of a sparse primary takes (a view) or aims at (an entity's rows)."""
+        if self.spec.train.cell_batch is not None:
+            return self.spec.train.cell_batch
+        if not self.primary_is_view:
+            return STEP_CELLS
+        return grown(MIN_CELLS, self.nnz[self.primary], STEP_CELLS)
+
+    def _cells_per_instance(self) -> float:
+        """Stored cells an instance of the primary entity holds in its sparse views, on
+        average (the cells a step takes per instance)."""
+        n = self.data.sizes[self.primary]
+        return sum(self.nnz[v] for v in self.blocked) / max(n, 1)
+
+    def _cells_to_instances(self) -> int:
+        """The primary entity's default batch: instances holding about ``cell_batch``."""
+        n = self.data.sizes[self.primary]
+        aim = self.cell_batch / max(self._cells_per_instance(), 1e-9)
+        if self.spec.train.cell_batch is not None:
+            return max(1, min(n, math.ceil(aim)))
+        return min(n, grown(BATCH, n, aim))
+
+    def step_cells(self) -> float | None:
+        """Stored cells a step of a sparse primary takes, on average; None for a primary
+        entity without sparse views."""
+        if self.primary_is_view:
+            return float(min(self.cell_batch, self.nnz[self.primary]))
+        if not self.blocked:
+            return None
+        return self.batch_sizes[self.primary] * self._cells_per_instance()
 
     def _negative_rate(self, view: str) -> float:
         return negative_rate(self.spec, view)
@@ -154,7 +205,7 @@ class Batcher:
 
     def steps_per_epoch(self) -> int:
         """This process's steps in an epoch (the same in every process of a job)."""
-        per_step = (self.spec.train.cell_batch if self.primary_is_view
+        per_step = (self.cell_batch if self.primary_is_view
                     else self.batch_sizes[self.primary])
         return max(1, math.ceil(self.shard_size() / per_step))
 
@@ -162,7 +213,7 @@ class Batcher:
         """Cells a step draws from a sparse view (all of them once per epoch, over every
         process's steps; a row block's on average)."""
         if view == self.primary:
-            return min(self.spec.train.cell_batch, self.nnz[view])
+            return min(self.cell_batch, self.nnz[view])
         steps = self.steps_per_epoch() * self.world
         return min(math.ceil(self.nnz[view] / steps), self.nnz[view])
 

@@ -27,6 +27,7 @@ from mmfuse.model import (
     fusion_net,
     make_plan,
 )
+from mmfuse.optim import default_lr
 from mmfuse.plugin_api import ViewSide, accepted_inputs
 from mmfuse.plugins import Plugins
 from mmfuse.spec import EncoderSpec, Spec
@@ -71,6 +72,14 @@ class Built:
     model: FusionModel
     batcher: Batcher
     device: torch.device
+
+    @property
+    def lr(self) -> float:
+        """The learning rate: the spec's, or the default for the job's steps (a step of
+        every process: their gradients are averaged into one)."""
+        cells = self.batcher.step_cells()
+        return self.spec.train.optimizer.lr or default_lr(
+            None if cells is None else cells * self.batcher.world)
 
 
 def build(spec: Spec, plugins: Plugins, device: str | torch.device | None = None,

@@ -38,6 +38,8 @@ class Cost:
     views: list[ViewCost]
     steps_per_epoch: int
     primary: str
+    step: str  # what a step takes of the primary
+    lr: float
     parameters: int
     resident_bytes: int
     training_bytes: int
@@ -100,8 +102,17 @@ def estimate(built: Built, batch: Batch | None = None) -> Cost:
                          for c in batch.cells.values()))
     perms = sum(8 * n for n in batcher.nnz.values())
     training = 3 * 4 * params + perms + 8 * batch_bytes
-    return Cost(views, steps, batcher.primary, params, resident_bytes(), training,
-                machine_bytes())
+    return Cost(views, steps, batcher.primary, describe_step(batcher), built.lr, params,
+                resident_bytes(), training, machine_bytes())
+
+
+def describe_step(batcher) -> str:
+    """What a step takes of the primary: its instances and their cells, or cells."""
+    cells = batcher.step_cells()
+    if batcher.primary_is_view:
+        return f"{cells:,.0f} cells"
+    taken = f"{batcher.batch_sizes[batcher.primary]:,} instances"
+    return taken if cells is None else f"{taken} (about {cells:,.0f} cells)"
 
 
 def check_memory(cost: Cost) -> None:
@@ -115,8 +126,8 @@ def check_memory(cost: Cost) -> None:
 
 
 def render(cost: Cost) -> str:
-    lines = [f"cost: {cost.steps_per_epoch:,} steps per epoch over {cost.primary!r}; "
-             f"{cost.parameters:,} parameters",
+    lines = [f"cost: {cost.steps_per_epoch:,} steps per epoch over {cost.primary!r}, "
+             f"{cost.step} a step, learning rate {cost.lr:g}; {cost.parameters:,} parameters",
              f"  {'view':<16} {'stored':>13} {'per step':>10} {'per epoch':>13} "
              f"{'inputs/step':>12}"]
     for v in cost.views:

@@ -220,14 +220,21 @@ class ModelSpec(_Model):
 
 class OptimizerSpec(_Model):
     type: Literal["adam", "adamw", "sgd"] = "adam"
-    lr: float = Field(1e-3, gt=0)
+    lr: float | None = Field(
+        None, gt=0, description="null: 1e-3, times the square root of how many times 5,000 "
+        "cells a step of a sparse primary holds (over every process of a job), where it holds "
+        "more (2e-3 for a default step of 20,000 cells; square-root scaling for Adam's "
+        "larger steps)")
     weight_decay: float = Field(0.0, ge=0)
     momentum: float = Field(0.0, ge=0)
 
 
 class TrainSpec(_Model):
     epochs: int = Field(50, ge=1)
-    batch_size: int = Field(50, ge=1)
+    batch_size: int | None = Field(
+        None, ge=1, description="instances a step; null: 50, and for a primary entity that "
+        "a sparse view gives every cell of its instances, as many as hold about cell_batch "
+        "cells")
     entity_batch: dict[str, Annotated[int, Field(ge=1)]] = Field(
         default_factory=dict, description="per-entity batch sizes overriding batch_size"
     )
@@ -236,9 +243,11 @@ class TrainSpec(_Model):
         "on it gives a step every cell of them) or a sparse matrix view (its observed cells, "
         "`cell_batch` a step); default: the entity of the largest sparse view whose rows are "
         "longest, else the entity taking the most steps")
-    cell_batch: int = Field(
-        4096, ge=1, description="observed cells of the primary view per step (when the "
-        "primary is a sparse matrix view)")
+    cell_batch: int | None = Field(
+        None, ge=1, description="observed cells a step of a sparse primary takes: a primary "
+        "view's cells, or a primary entity's instances enough to hold about this many; "
+        "null: 20,000, fewer where an epoch would then take under 50 steps (not under "
+        "4,096 cells or 50 instances)")
     optimizer: OptimizerSpec = Field(default_factory=OptimizerSpec)
     tol: float = Field(1e-4, ge=0, description="relative loss change counted as converged")
     patience: int = Field(3, ge=1, description="epochs under tol before stopping")

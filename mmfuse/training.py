@@ -86,7 +86,7 @@ class Optimizers:
     :mod:`mmfuse.optim`'s row form: a step then updates only the table rows it used."""
 
     def __init__(self, built: Built):
-        o = built.spec.train.optimizer
+        o, lr = built.spec.train.optimizer, built.lr
         model = built.model
         sparse = model.sparse_parameters()
         ids = {id(p) for p in sparse}
@@ -94,18 +94,18 @@ class Optimizers:
         self.parts: list[torch.optim.Optimizer] = []
         if o.type == "sgd":
             if dense:
-                self.parts.append(torch.optim.SGD(dense, lr=o.lr, momentum=o.momentum,
+                self.parts.append(torch.optim.SGD(dense, lr=lr, momentum=o.momentum,
                                                   weight_decay=o.weight_decay))
             if sparse:
-                self.parts.append(RowSGD(sparse, lr=o.lr, momentum=o.momentum,
+                self.parts.append(RowSGD(sparse, lr=lr, momentum=o.momentum,
                                          weight_decay=o.weight_decay))
             return
         cls = torch.optim.AdamW if o.type == "adamw" else torch.optim.Adam
         # fused: one pass over each parameter's memory (CPU and CUDA), not ten
         if dense:
-            self.parts.append(cls(dense, lr=o.lr, weight_decay=o.weight_decay, fused=True))
+            self.parts.append(cls(dense, lr=lr, weight_decay=o.weight_decay, fused=True))
         if sparse:
-            self.parts.append(RowAdam(sparse, lr=o.lr, weight_decay=o.weight_decay,
+            self.parts.append(RowAdam(sparse, lr=lr, weight_decay=o.weight_decay,
                                       decoupled=o.type == "adamw"))
 
     def zero_grad(self) -> None:
@@ -318,7 +318,7 @@ class Trainer:
                 f"the checkpoint was written by a job of {saved} process(es) and this one has "
                 f"{world}: resume it with {saved} (`--nproc {saved}`, or torchrun with "
                 f"{saved} in all)" + (" and no --nproc" if saved == 1 else ""))
-        self.optimizer.load_state_dict(state["optimizer"], self.spec.train.optimizer.lr)
+        self.optimizer.load_state_dict(state["optimizer"], self.built.lr)
         self.epoch, self.stalled = int(state["epoch"]), int(state["stalled"])
         self.converged = bool(state["converged"])
         self.history = list(state["history"])
@@ -472,7 +472,7 @@ class Trainer:
 
     def _diverged(self, what: str) -> TrainingError:
         """Training went astray (``what``): the error, saying what is kept and what to do."""
-        lr = self.spec.train.optimizer.lr
+        lr = self.built.lr
         kept = (f"the checkpoint of epoch {self.epoch} is kept" if self.epoch
                 else "no epoch ended well: no checkpoint was written")
         return TrainingError(f"{what}, with learning rate {lr:g}; {kept}: lower the learning "
@@ -553,7 +553,7 @@ def embed_all(built: Built, entity: str, chunk: int = 64,
         parts.append(zs[entity].float().cpu().numpy())
     z = np.concatenate(parts, axis=0).astype(np.float32)
     if not np.isfinite(z).all():
-        lr = built.spec.train.optimizer.lr
+        lr = built.lr
         raise TrainingError(f"the embeddings of {entity!r} are not finite (the weights "
                             f"overflow), with learning rate {lr:g}; the last checkpoint is "
                             f"kept: lower the learning rate (--set train.optimizer.lr="

@@ -79,6 +79,69 @@ def test_the_default_primary_is_the_entity_of_the_largest_sparse_view_with_costl
     assert build(load_spec(spec), get_plugins()).batcher.primary == "b"
 
 
+def long_rows(tmp_path, n_rows=5000, n_cols=10000, per_row=40):
+    """A spec on a sparse matrix whose ``n_rows`` rows hold ``per_row`` cells each (the
+    rows are the longer side, so the primary)."""
+    rng = np.random.default_rng(0)
+    stride = n_cols // per_row  # a row's k-th cell lies in the k-th block of columns
+    cols = rng.integers(0, stride, (n_rows, per_row)) + stride * np.arange(per_row)
+    m = sp.csr_array((rng.standard_normal(n_rows * per_row).astype(np.float32),
+                      cols.ravel(), np.arange(0, n_rows * per_row + 1, per_row)),
+                     shape=(n_rows, n_cols))
+    sp.save_npz(tmp_path / "long.npz", m)
+    spec = tmp_path / "long.yaml"
+    spec.write_text("name: s\nentities: {a: {}, b: {}}\nviews:\n"
+                    "  m: {rows: a, cols: b, source: {reader: npz, path: long.npz}}\n"
+                    "train: {device: cpu}\n")
+    return spec
+
+
+def test_a_sparse_primary_s_default_step_is_sized_in_cells(tmp_path):
+    """Steps of a sparse primary entity hold about cell_batch cells (a step's fixed costs,
+    the dense tables' optimiser, are paid per step); on data too small for that many cells
+    a step an epoch still takes 50 steps, of no fewer than 50 instances; batch_size set
+    wins, and a primary view's steps take cell_batch cells (the default 20,000 cut alike)."""
+    spec = long_rows(tmp_path, n_rows=5000, per_row=40)  # 200k cells
+    plugins = get_plugins()
+
+    def step(*sets):
+        batcher = build(load_spec(spec, list(sets)), plugins).batcher
+        assert batcher.primary in ("a", "m")
+        first = next(iter(batcher.epoch(0)))
+        return batcher, len(first.cells["m"])
+
+    batcher, cells = step("train.cell_batch=2000")
+    assert batcher.batch_sizes["a"] == 50 and cells == 2000 == batcher.step_cells()
+    batcher, cells = step()  # 20,000 cells would be 10 steps an epoch: cut to 50 steps
+    assert batcher.steps_per_epoch() == 50 and cells == 4000 == batcher.step_cells()
+    batcher, cells = step("train.batch_size=7")
+    assert batcher.batch_sizes["a"] == 7 and cells == 280
+    batcher, _ = step("train.primary=m")
+    assert batcher.cell_batch == 4096 and batcher.steps_per_epoch() == 49  # not under 4,096
+    batcher, _ = step("train.primary=m", "train.cell_batch=1000")
+    assert batcher.steps_per_epoch() == 200
+    small = long_rows(tmp_path, n_rows=600, n_cols=300, per_row=10)  # 50 rows a step
+    assert build(load_spec(small), plugins).batcher.batch_sizes["a"] == 50
+
+
+def test_the_default_learning_rate_grows_with_the_root_of_a_sparse_step(tmp_path, multiview):
+    """lr left out: 1e-3 up to 5,000 cells a step, then × √(cells / 5,000); set: as set."""
+    spec = long_rows(tmp_path, n_rows=5000, per_row=40)
+    plugins = get_plugins()
+    for sets, lr in ((["train.batch_size=100"], 1e-3),  # 4,000 cells
+                     (["train.batch_size=500"], 2e-3),  # 20,000 cells
+                     (["train.batch_size=500", "train.optimizer.lr=0.01"], 0.01),
+                     (["train.primary=m", "train.cell_batch=45000"], 3e-3)):
+        built = build(load_spec(spec, sets), plugins)
+        assert built.lr == pytest.approx(lr)
+        rates = [g["lr"] for opt in Optimizers(built).parts for g in opt.param_groups]
+        assert rates == pytest.approx([lr] * len(rates))
+    job = build(load_spec(spec, ["train.batch_size=250"]), plugins, shard=(0, 2))
+    assert job.lr == pytest.approx(2e-3)  # 10,000 cells a process, two processes a step
+    dense = build(load_spec(multiview, ["train.batch_size=500"]), plugins)
+    assert dense.lr == 1e-3  # its sparse view's steps hold under 5,000 cells
+
+
 def test_bernoulli_sparse_views_add_sampled_negatives(tmp_path):
     rng = np.random.default_rng(0)
     net = sp.random(60, 40, density=0.05, random_state=0, data_rvs=np.ones, format="csr")
