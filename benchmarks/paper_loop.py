@@ -1,7 +1,8 @@
 """The paper's published training loop beside ``mmfuse train`` at the paper's architecture.
 
     .venv/bin/python benchmarks/paper_loop.py [--books 5000] [--size 224] [--steps 10]
-        [--warmup 3] [--blocks 2] [--arms paper,mmfuse] [--allocators default,tuned]
+        [--warmup 3] [--blocks 2] [--arms paper,mmfuse[,mmfuse-bf16]]
+        [--allocators default,tuned]
 
 The published loop is re-created from the facts in ``../shared/paper/REFERENCE-NOTES.md``:
 MMEDA-II (conv autoencoder of 3×224×224 covers, text row autoencoder 100→50→50→50→100,
@@ -11,8 +12,9 @@ batches of the 100 word2vec dimensions per row batch, so the image branch runs t
 batch and an epoch of 5,000 books is 200 steps — with plain ``float32`` batches cut from the
 arrays at every step, as the notebooks did.  ``mmfuse`` trains the same architecture from a
 spec (preset ``mmeda2``, SGD lr 0.01, batch 50, the whole column entity every step: 100
-steps an epoch).  The data are random tensors of the paper's shapes (uint8 covers, float32
-descriptions), written once to a temporary folder.
+steps an epoch; the arm ``mmfuse-bf16`` the same with ``train.precision: bf16``, bf16
+autocast on the CPU, its embedding in float32).  The data are random tensors of the
+paper's shapes (uint8 covers, float32 descriptions), written once to a temporary folder.
 
 Each (arm, allocator) runs in its own process, interleaved in blocks (A, B, A, B, …) so that
 the machine's load falls on both alike.  Allocators: ``default`` (as the process starts;
@@ -196,7 +198,7 @@ class _Enough(Exception):
     pass
 
 
-def run_mmfuse(root: Path, steps: int, warmup: int) -> dict:
+def run_mmfuse(root: Path, steps: int, warmup: int, precision: str = "fp32") -> dict:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -207,7 +209,7 @@ def run_mmfuse(root: Path, steps: int, warmup: int) -> dict:
     from mmfuse.spec import load_spec
     from mmfuse.training import embed_all
 
-    spec = load_spec(root / "paper.yaml")
+    spec = load_spec(root / "paper.yaml", [f"train.precision={precision}"])
     times: list[float] = []
     faults: list[int] = []
 
@@ -266,7 +268,10 @@ def mm_rate(n: int = 2048, repeats: int = 5) -> float:
 
 
 def child(arm: str, root: Path, steps: int, warmup: int) -> None:
-    result = (run_paper if arm == "paper" else run_mmfuse)(root, steps, warmup)
+    if arm == "paper":
+        result = run_paper(root, steps, warmup)
+    else:  # mmfuse, or mmfuse-bf16 (bf16 autocast in training)
+        result = run_mmfuse(root, steps, warmup, "bf16" if arm == "mmfuse-bf16" else "fp32")
     result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps(result))
 
@@ -338,18 +343,20 @@ def report(results: dict[tuple[str, str], list[dict]], args) -> None:
               f"{median('peak_rss_mib', runs):.0f} | {embed:.1f}{note} |")
     print()
     for allocator in dict.fromkeys(a for _, a in results):
-        paper, ours = results.get(("paper", allocator)), results.get(("mmfuse", allocator))
-        if paper and ours:
-            print(f"- {allocator} allocator: the paper's epoch / mmfuse's = "
-                  f"{epochs[('paper', allocator)] / epochs[('mmfuse', allocator)]:.2f}×; "
-                  f"embedding: {median('embed_s', paper) / median('embed_s', ours):.1f}× "
-                  "faster in mmfuse")
-        if ours:
-            rate = median("step_flops", ours) / median("s_per_step", ours)
-            mm = median("mm_flops_per_s", ours)
-            print(f"- mmfuse ({allocator}): {median('step_flops', ours) / 1e9:.1f} GFLOP a "
-                  f"step, {rate / 1e9:.1f} GFLOP/s = {rate / mm:.0%} of torch.mm's "
-                  f"{mm / 1e9:.1f} GFLOP/s here")
+        paper = results.get(("paper", allocator))
+        for arm in ("mmfuse", "mmfuse-bf16"):
+            ours = results.get((arm, allocator))
+            if paper and ours:
+                print(f"- {allocator} allocator: the paper's epoch / {arm}'s = "
+                      f"{epochs[('paper', allocator)] / epochs[(arm, allocator)]:.2f}×; "
+                      f"embedding: {median('embed_s', paper) / median('embed_s', ours):.1f}× "
+                      f"faster in {arm}")
+            if ours:
+                rate = median("step_flops", ours) / median("s_per_step", ours)
+                mm = median("mm_flops_per_s", ours)
+                print(f"- {arm} ({allocator}): {median('step_flops', ours) / 1e9:.1f} GFLOP a "
+                      f"step, {rate / 1e9:.1f} GFLOP/s = {rate / mm:.0%} of torch.mm's "
+                      f"(float32) {mm / 1e9:.1f} GFLOP/s here")
 
 
 if __name__ == "__main__":
