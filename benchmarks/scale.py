@@ -1,7 +1,7 @@
 """Scale benchmark: time and memory of mmfuse on large sparse and dense views (figures only).
 
     .venv/bin/python benchmarks/scale.py [--cases sparse-small,sparse-large,dense]
-        [--dense-sizes 5000,50000,500000] [--epochs 5] [--steps 200] [--warmup 20]
+        [--dense-sizes 5000,50000,500000] [--epochs 5] [--steps 200] [--warmup 20] [--repeats R]
         [--sparse-shape NU,NI,NNZ] [--timeout S] [--workdir DIR] [--keep] [--set KEY=VALUE ...]
 
 A quick end-to-end check (about 5 minutes on 2 cores; the per-user and per-item cell counts of
@@ -371,18 +371,29 @@ def sparse_case(name: str, shape: tuple[int, int, int], root: Path, args: argpar
 def dense_case(sizes: list[int], root: Path, args: argparse.Namespace) -> list[str]:
     """For each n and each columns setting, time a fixed number of steps; the table rows."""
     results: dict[tuple[int, str], dict[str, Any]] = {}
+    runs: dict[tuple[int, str], list[float]] = {}  # µs per instance of each repeat
     for n in sizes:
-        folder = root / f"dense-{n}"
         log(f"[dense] generating n = {n:,}")
-        make_dense(folder, n)
-        for col in COLUMNS:
-            log(f"[dense] n = {n:,}, columns: {col}")
-            overrides = [f"views.features.columns={col}", "train.epochs=1000000", *args.set]
-            results[n, col] = run_child("steps", {
-                "spec": str(folder / "spec.yaml"), "out": str(folder / f"run-{col}"),
-                "overrides": overrides, "warmup": args.warmup, "steps": args.steps},
-                args.timeout)
-        discard(folder, args)
+        make_dense(root / f"dense-{n}", n)
+    for rep in range(args.repeats):  # interleaved: every setting once, then again
+        for n in sizes:
+            folder = root / f"dense-{n}"
+            for col in COLUMNS:
+                log(f"[dense] n = {n:,}, columns: {col}, run {rep + 1}/{args.repeats}")
+                overrides = [f"views.features.columns={col}", "train.epochs=1000000",
+                             *args.set]
+                out = folder / f"run-{col}-{rep}"
+                res = run_child("steps", {
+                    "spec": str(folder / "spec.yaml"), "out": str(out),
+                    "overrides": overrides, "warmup": args.warmup, "steps": args.steps},
+                    args.timeout)
+                results.setdefault((n, col), res)
+                if not problem(res):
+                    runs.setdefault((n, col), []).append(res["us_per_instance"])
+    for n in sizes:
+        discard(root / f"dense-{n}", args)
+    for key, times in runs.items():  # the median of the repeats
+        results[key]["us_per_instance"] = float(np.median(times))
     rows = []
     for (n, col), res in results.items():
         base = results[min(sizes), col].get("us_per_instance")
@@ -416,6 +427,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--epochs", type=int, default=5, help="mmfuse epochs (sparse cases)")
     p.add_argument("--steps", type=int, default=200, help="timed steps per dense setting")
     p.add_argument("--warmup", type=int, default=20, help="untimed steps before them")
+    p.add_argument("--repeats", type=int, default=1,
+                   help="dense: runs of every setting, interleaved; µs/instance is the median")
     p.add_argument("--sparse-shape", help="NU,NI,NNZ overriding the sparse-small size")
     p.add_argument("--timeout", type=float, help="seconds before a child is stopped")
     p.add_argument("--workdir", type=Path, help="folder for the generated data (not the repo)")
@@ -458,8 +471,10 @@ def main(argv: list[str]) -> None:
             rows = dense_case(args.dense_sizes, root, args)
             print("## Dense features (n × 100) + images (n × 3 × 16 × 16)\n\n"
                   + "\n".join(DENSE_HEAD + rows))
-            print(f"\n{args.steps} timed steps after {args.warmup} warm-up steps; µs/instance "
-                  "= seconds per step / batch size; RssAnon (anonymous memory) and VmHWM "
+            print(f"\n{args.steps} timed steps after {args.warmup} warm-up steps, "
+                  f"{args.repeats} interleaved run(s) of each setting; µs/instance (median "
+                  "over the runs) = seconds per step / batch size; RssAnon (anonymous "
+                  "memory) and VmHWM "
                   "(peak RSS, counting touched memory-mapped pages) at the end; × smallest "
                   "n: µs/instance over that of the smallest n (same columns); setup: "
                   "seconds from the train call to the first step.\n", flush=True)
