@@ -387,7 +387,8 @@ def dense_case(sizes: list[int], root: Path, args: argparse.Namespace) -> list[s
                     "spec": str(folder / "spec.yaml"), "out": str(out),
                     "overrides": overrides, "warmup": args.warmup, "steps": args.steps},
                     args.timeout)
-                results.setdefault((n, col), res)
+                if (n, col) not in results or problem(results[n, col]):
+                    results[n, col] = res  # the first run that did not fail
                 if not problem(res):
                     runs.setdefault((n, col), []).append(res["us_per_instance"])
     for n in sizes:

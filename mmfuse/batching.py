@@ -179,7 +179,7 @@ class Batcher:
         """Stored cells a step of a sparse primary takes, on average; None for a primary
         entity without sparse views."""
         if self.primary_is_view:
-            return float(min(self.cell_batch, self.nnz[self.primary]))
+            return float(self.cells_per_step(self.primary))
         if not self.blocked:
             return None
         return self.batch_sizes[self.primary] * self._cells_per_instance()
