@@ -1,7 +1,7 @@
 """The paper's published training loop beside ``mmfuse train`` at the paper's architecture.
 
     .venv/bin/python benchmarks/paper_loop.py [--books 5000] [--size 224] [--steps 10]
-        [--warmup 3] [--blocks 2] [--arms paper,mmfuse[,mmfuse-bf16]]
+        [--warmup 3] [--blocks 2] [--arms paper,mmfuse[,mmfuse-bf16][,mmfuse-compile]]
         [--allocators default,tuned]
 
 The published loop is re-created from the facts in ``../shared/paper/REFERENCE-NOTES.md``:
@@ -13,7 +13,8 @@ batch and an epoch of 5,000 books is 200 steps — with plain ``float32`` batche
 arrays at every step, as the notebooks did.  ``mmfuse`` trains the same architecture from a
 spec (preset ``mmeda2``, SGD lr 0.01, batch 50, the whole column entity every step: 100
 steps an epoch; the arm ``mmfuse-bf16`` the same with ``train.precision: bf16``, bf16
-autocast on the CPU, its embedding in float32).  The data are random tensors of the
+autocast on the CPU, its embedding in float32; ``-compile`` adds ``train.compile: true``,
+whose compilation falls in the warm-up steps).  The data are random tensors of the
 paper's shapes (uint8 covers, float32 descriptions), written once to a temporary folder.
 
 Each (arm, allocator) runs in its own process, interleaved in blocks (A, B, A, B, …) so that
@@ -198,7 +199,16 @@ class _Enough(Exception):
     pass
 
 
-def run_mmfuse(root: Path, steps: int, warmup: int, precision: str = "fp32") -> dict:
+def arm_overrides(arm: str) -> list[str]:
+    """The spec overrides of an mmfuse arm: ``mmfuse[-bf16][-compile]``."""
+    parts = arm.split("-")
+    if parts[0] != "mmfuse" or not set(parts[1:]) <= {"bf16", "compile"}:
+        raise SystemExit(f"unknown arm {arm!r}: paper, or mmfuse[-bf16][-compile]")
+    return [f"train.precision={'bf16' if 'bf16' in parts else 'fp32'}",
+            f"train.compile={'true' if 'compile' in parts else 'false'}"]
+
+
+def run_mmfuse(root: Path, steps: int, warmup: int, overrides: list[str]) -> dict:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -209,7 +219,7 @@ def run_mmfuse(root: Path, steps: int, warmup: int, precision: str = "fp32") -> 
     from mmfuse.spec import load_spec
     from mmfuse.training import embed_all
 
-    spec = load_spec(root / "paper.yaml", [f"train.precision={precision}"])
+    spec = load_spec(root / "paper.yaml", overrides)
     times: list[float] = []
     faults: list[int] = []
 
@@ -270,8 +280,8 @@ def mm_rate(n: int = 2048, repeats: int = 5) -> float:
 def child(arm: str, root: Path, steps: int, warmup: int) -> None:
     if arm == "paper":
         result = run_paper(root, steps, warmup)
-    else:  # mmfuse, or mmfuse-bf16 (bf16 autocast in training)
-        result = run_mmfuse(root, steps, warmup, "bf16" if arm == "mmfuse-bf16" else "fp32")
+    else:  # mmfuse[-bf16][-compile]: bf16 autocast, torch.compile in training
+        result = run_mmfuse(root, steps, warmup, arm_overrides(arm))
     result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps(result))
 
@@ -344,7 +354,7 @@ def report(results: dict[tuple[str, str], list[dict]], args) -> None:
     print()
     for allocator in dict.fromkeys(a for _, a in results):
         paper = results.get(("paper", allocator))
-        for arm in ("mmfuse", "mmfuse-bf16"):
+        for arm in dict.fromkeys(a for a, _ in results if a != "paper"):
             ours = results.get((arm, allocator))
             if paper and ours:
                 print(f"- {allocator} allocator: the paper's epoch / {arm}'s = "

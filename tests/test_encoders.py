@@ -177,3 +177,29 @@ def test_conv_channels_last_is_a_layout_not_another_model():
     torch.testing.assert_close(nhwc.encode(x), nchw.encode(x), rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(nhwc.decode(nhwc.encode(x)), nchw.decode(nchw.encode(x)),
                                rtol=1e-4, atol=1e-5)
+
+
+def test_conv_pools_before_its_relu_and_computes_what_relu_then_pool_does():
+    """The encoder max-pools before each ReLU (cheaper: the ReLU sees a quarter of the cells);
+    the paper's order, ReLU then max-pool, gives the same values and the same gradients, to
+    the bit, on inputs with ties and all-negative windows."""
+    from mmfuse_encoders.conv import build_conv
+    from torch import nn
+
+    torch.manual_seed(0)
+    ae = build_conv((3, 17, 16), 6, channels=(5, 3), hidden=7, channels_last=False)
+    kinds = [type(m) for m in ae.encoder[:6]]
+    assert kinds == [nn.Conv2d, nn.MaxPool2d, nn.ReLU] * 2
+    paper = nn.Sequential(*[ae.encoder[i] for i in (0, 2, 1, 3, 5, 4, *range(6, 10))])
+    x = torch.randn(4, 3, 17, 16)
+    x[:, :, :4, :4] = 0.5  # ties within pooling windows
+    x[:, :, 8:, 8:] = -3.0  # windows whose every cell the ReLU zeroes
+    grads = []
+    for net in (ae.encoder, paper):
+        ae.zero_grad()
+        xi = x.clone().requires_grad_(True)
+        out = net(xi)
+        out.square().sum().backward()
+        grads.append((out.detach(), xi.grad, *(p.grad.clone() for p in ae.parameters()
+                                                if p.grad is not None)))
+    assert all(torch.equal(a, b) for a, b in zip(*grads, strict=True))

@@ -1,7 +1,8 @@
 """2-D convolutional autoencoder for image-like tensors ``C×H×W`` (H, W ≥ 16).
 
 With the defaults it is the paper's MMEDA encoder: Conv(C→16,k3)-ReLU-MaxPool2-Conv(16→4,k3)-
-ReLU-MaxPool2 → Linear(→512)-ReLU-Linear(512→k); the decoder mirrors it with transposed
+ReLU-MaxPool2 → Linear(→512)-ReLU-Linear(512→k) (each ReLU after its pool, which computes the
+same); the decoder mirrors it with transposed
 convolutions and crops to ``H×W``.
 """
 
@@ -23,8 +24,11 @@ class ConvAutoencoder(nn.Module):
         convs: list[nn.Module] = []
         prev = c
         for ch in channels:
-            convs += [nn.Conv2d(prev, ch, kernel_size, padding=kernel_size // 2), nn.ReLU(),
-                      nn.MaxPool2d(2, ceil_mode=True)]
+            # max-pool, then ReLU: the same values and gradients as ReLU then max-pool (max
+            # commutes with a non-decreasing function, and ties resolve alike), with the ReLU
+            # over a quarter of the cells
+            convs += [nn.Conv2d(prev, ch, kernel_size, padding=kernel_size // 2),
+                      nn.MaxPool2d(2, ceil_mode=True), nn.ReLU()]
             prev = ch
         hh, ww = h, w
         for _ in channels:
