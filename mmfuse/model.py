@@ -20,6 +20,7 @@ spec or the plugins.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import networkx as nx
@@ -37,6 +38,11 @@ Key = tuple[str, str]  # (view, role) with role in row | col | tensor
 #: is switched to ``columns: sketch`` (dense views) or refused (a dense encoder on sparse data).
 WIDE = 20_000
 
+
+#: The contrastive term (``model.align``): the instances of a step it compares at most, and
+#: the temperature of its cosine similarities.
+ALIGN_MAX = 1024
+ALIGN_TEMPERATURE = 0.1
 
 #: Every loss term a view can have (matrix: row, col, factor; tensor: tensor).
 TERMS = ("row", "col", "factor", "tensor", "cross")
@@ -94,6 +100,7 @@ class Plan:
     notes: tuple[str, ...] = ()  # what the plan changed from the spec, and why
     view_dropout: float = 0.0  # share of an instance's views dropped before fusion (training)
     scale_free: bool = False  # each view's terms divided by its null deviance
+    align: float = 0.0  # weight of the contrastive term between an entity's view codes
 
     def inputs(self) -> set[Key]:
         """The sides whose data a batch must carry."""
@@ -202,7 +209,8 @@ def make_plan(spec: Spec, graph: nx.MultiDiGraph, shapes: dict[str, tuple[int, .
     return Plan(preset, terms, decode_from, codes, factors, in_shapes, column_mode,
                 frozenset(sparse_views), frozenset(), tuple(notes),
                 view_dropout=preset.view_dropout if dropout is None else dropout,
-                scale_free=preset.scale_free if scale_free is None else scale_free)
+                scale_free=preset.scale_free if scale_free is None else scale_free,
+                align=spec.model.align)
 
 
 def mlp(widths: list[int]) -> nn.Sequential:
@@ -421,4 +429,40 @@ class FusionModel(nn.Module):
             r, c = self.view_entities[view]
             pred = (zs[r][cells.rows] * zs[c][cells.cols]).sum(-1) + self.factor_bias[view]
             terms[f"{view}.factor"] = self._nll(view, pred, cells.values)
+        if plan.align > 0:
+            for ename in batch.idx:
+                term = self._alignment(ename, codes, batch.present)
+                if term is not None:
+                    terms[f"{ename}.align"] = plan.align * term
         return terms
+
+    def _alignment(self, ename: str, codes: dict[Key, torch.Tensor],
+                   present: dict[Key, torch.Tensor]) -> torch.Tensor | None:
+        """InfoNCE between every two of ``ename``'s codes from different views, over the
+        step's instances that have both (at most ``ALIGN_MAX``): each instance's code from
+        one view picks its own code from the other among the step's, both ways; cosine
+        similarity over ``ALIGN_TEMPERATURE``.  Under ``scale_free`` divided by log(b), the
+        loss of codes that tell the instances apart no better than chance (one code for
+        every instance: equal logits)."""
+        keys = [key for key in self.plan.codes.get(ename, []) if key in codes]
+        losses = []
+        for i, a in enumerate(keys):
+            for b in keys[i + 1:]:
+                if a[0] == b[0]:
+                    continue  # two sides of one view
+                both = torch.ones(codes[a].shape[0], dtype=torch.bool, device=codes[a].device)
+                for key in (a, b):
+                    if key in present:
+                        both &= present[key]
+                at = both.nonzero().squeeze(1)[:ALIGN_MAX]
+                n = at.numel()
+                if n < 2:
+                    continue
+                ha = nn.functional.normalize(codes[a][at].float(), dim=1)
+                hb = nn.functional.normalize(codes[b][at].float(), dim=1)
+                logits = ha @ hb.T / ALIGN_TEMPERATURE
+                target = torch.arange(n, device=logits.device)
+                loss = (nn.functional.cross_entropy(logits, target)
+                        + nn.functional.cross_entropy(logits.T, target)) / 2
+                losses.append(loss / math.log(n) if self.plan.scale_free else loss)
+        return torch.stack(losses).mean() if losses else None

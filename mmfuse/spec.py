@@ -216,6 +216,11 @@ class ModelSpec(_Model):
         None, description="divide each view's loss terms by the view's null deviance (the "
         "loss of predicting its mean: the variance for gaussian), so every term starts near "
         "1 whatever the view's units and the weights mean what they say; null: the preset's")
+    align: float = Field(
+        0.0, ge=0, description="weight of a contrastive term per entity (ENTITY.align): in "
+        "each step, InfoNCE between every two of its views' codes (an instance's codes from "
+        "two views against the step's other instances; cosine similarity, temperature "
+        "0.1), so each view's code learns what the others hold of the instance; 0: off")
 
 
 class OptimizerSpec(_Model):

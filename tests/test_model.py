@@ -184,3 +184,44 @@ def test_factor_intercept_starts_at_the_link_scale_mean_of_observed_cells(tmp_pa
     built = build(load_spec(spec), get_plugins())
     p = net.mean()
     assert built.model.factor_bias["net"].item() == pytest.approx(np.log(p / (1 - p)), rel=1e-5)
+
+
+def test_align_adds_a_contrastive_term_per_entity_with_two_views(multiview):
+    """model.align: an ENTITY.align term for every entity whose codes come from two views or
+    more (book: cover, text, ratings; word: text's columns and cooc), none by default, and
+    its gradient reaches every view's encoder of the entity."""
+    _, terms = one_batch_terms(load_spec(multiview))
+    assert not any(name.endswith(".align") for name in terms)
+    built, terms = one_batch_terms(load_spec(multiview, ["model.align=0.5"]))
+    assert {"book.align", "word.align"} <= set(terms)
+    assert "user.align" not in terms  # its only code is the ratings view's
+    terms["book.align"].backward()
+    for key in built.plan.codes["book"]:
+        codec = built.model.codecs[f"{key[0]}:{key[1]}"]
+        assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in codec.parameters())
+
+
+def test_alignment_is_low_where_the_views_agree_and_chance_where_they_do_not(multiview):
+    """InfoNCE between two views' codes: near 0 when each instance's codes are the same in
+    both views, log(b) (1 under scale_free) when the codes tell the instances apart no
+    better than chance (one code for all), more when they mislead; instances without a
+    view are left out."""
+    import math
+
+    for preset, chance_at in (("mmeda2", math.log(64)), ("mmfuse", 1.0)):
+        built = build(load_spec(multiview, [f"model.preset={preset}", "model.align=1"]),
+                      get_plugins())
+        keys = built.plan.codes["book"]
+        torch.manual_seed(0)
+        h = torch.randn(64, 8)
+        agree = built.model._alignment("book", {k: h for k in keys}, {})
+        chance = built.model._alignment("book", {k: h[:1].expand(64, 8) for k in keys}, {})
+        unrelated = built.model._alignment("book", {k: torch.randn(64, 8) for k in keys}, {})
+        assert float(agree) < 0.1 * chance_at
+        assert float(chance) == pytest.approx(chance_at, rel=1e-5)
+        assert float(unrelated) > chance_at
+        one = torch.zeros(64, dtype=torch.bool)
+        one[0] = True
+        lone = {keys[0]: one}  # a single instance has the first view: nothing to compare it to
+        only = {k: h for k in keys[:2]}
+        assert built.model._alignment("book", only, lone) is None
