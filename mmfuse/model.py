@@ -450,10 +450,9 @@ class FusionModel(nn.Module):
             for b in keys[i + 1:]:
                 if a[0] == b[0]:
                     continue  # two sides of one view
-                both = torch.ones(codes[a].shape[0], dtype=torch.bool, device=codes[a].device)
-                for key in (a, b):
-                    if key in present:
-                        both &= present[key]
+                everyone = torch.ones(codes[a].shape[0], dtype=torch.bool,
+                                      device=codes[a].device)
+                both = everyone & present.get(a, True) & present.get(b, True)
                 at = both.nonzero().squeeze(1)[:ALIGN_MAX]
                 n = at.numel()
                 if n < 2:

@@ -2,8 +2,7 @@
 
 With the defaults it is the paper's MMEDA encoder: Conv(C→16,k3)-ReLU-MaxPool2-Conv(16→4,k3)-
 ReLU-MaxPool2 → Linear(→512)-ReLU-Linear(512→k) (each ReLU after its pool, which computes the
-same); the decoder mirrors it with transposed
-convolutions and crops to ``H×W``.
+same); the decoder mirrors it with transposed convolutions and crops to ``H×W``.
 """
 
 from __future__ import annotations
