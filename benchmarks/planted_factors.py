@@ -8,7 +8,8 @@ right after the book ids, from ``numpy.random.default_rng(seed)``; this replays 
 (and checks it against ``book_ids.txt``), then prints, per run, the 5-fold cross-validated R²
 of a ridge regression from the embedding to each factor (u0 hue, u1 stripes, u4
 brightness, u5 disk size: the cover; u2, u3, u6, u7: the text; u4 both), beside the PCA-50
-of the raw covers (and, with ``--spec``, the raw description).  Figures only; nothing is asserted.
+of the raw covers (and, with ``--spec``, the raw description).  Figures only; nothing is
+asserted.
 
 With ``--spec specs/goodreads.yaml`` it also prints the genre's ceiling under the spec's
 logistic probe (``genre_logistic``, on its 5 repeated splits): what the probe scores on the
