@@ -67,8 +67,10 @@ def raw_description(spec) -> np.ndarray:
     return np.asarray(raw_features(spec, data, "description", "book"), dtype=np.float32)
 
 
-def ceiling(spec, description: np.ndarray, latent: np.ndarray, runs: list[Path]) -> None:
-    """The genre's logistic accuracy on the planted factors and the raw description."""
+def ceiling(spec, description: np.ndarray, latent: np.ndarray,
+            embeddings: dict[str, np.ndarray]) -> None:
+    """The genre's logistic accuracy on the planted factors, the raw description and each
+    run's embedding (``embeddings``: run → its book embedding)."""
     from mmfuse.evaluate import evaluate_target
 
     target = spec.evaluate.targets["genre_logistic"]
@@ -77,7 +79,7 @@ def ceiling(spec, description: np.ndarray, latent: np.ndarray, runs: list[Path])
             "exact cover factors (u0, u1, u4) + raw description":
                 np.hstack([latent[:, [0, 1, 4]], description]),
             "raw description": description,
-            **{str(run): np.load(run / "embeddings" / "book.npy") for run in runs}}
+            **embeddings}
     print(f"\ngenre ({target.probe} probe, accuracy, mean ± std over 5 splits)\n")
     print("| features | accuracy |\n| --- | --- |")
     for name, x in rows.items():
@@ -95,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     latent = planted(args.data)
     print("| features | " + " | ".join(FACTORS) + " |")
     print("|" + " --- |" * (len(FACTORS) + 1))
-    rows = [(str(run), np.load(run / "embeddings" / "book.npy")) for run in args.runs]
+    embeddings = {str(run): np.load(run / "embeddings" / "book.npy") for run in args.runs}
+    rows = list(embeddings.items())
     covers = np.load(args.data / "covers.npy", mmap_mode="r")
     flat = np.asarray(covers).reshape(len(covers), -1).astype(np.float32) / 255
     rows.append(("PCA-50 of raw covers", PCA(50, random_state=0).fit_transform(flat)))
@@ -108,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, x in rows:
         print(f"| {name} | " + " | ".join(f"{v:.2f}" for v in r2(x, latent)) + " |")
     if args.spec is not None:
-        ceiling(spec, description, latent, args.runs)
+        ceiling(spec, description, latent, embeddings)
     return 0
 
 
